@@ -1,0 +1,1 @@
+"""The `cervantes` command line."""

@@ -1,0 +1,1 @@
+"""The character-level GRU: corpus, vocabulary, network, training, evaluation and sampling."""

@@ -1,0 +1,59 @@
+"""A model folder: weights, vocabulary and hyperparameters together, so it loads with nothing else.
+
+    config.json        hyperparameters (embedding, units, vocabulary size, normalization)
+    vocab.json         the characters, id 0 being the unknown one
+    model.weights.h5   the network's weights
+    MODEL_CARD.md      how it was made and how well it does (written by hand from the metrics)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.network import CharGRU, Hyperparameters, build
+from model.vocab import Vocab
+
+CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocab.json"
+WEIGHTS_FILE = "model.weights.h5"
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
+
+
+class ModelFolderError(Exception):
+    """A model folder that is missing or incomplete."""
+
+
+@dataclass
+class Bundle:
+    network: CharGRU
+    vocab: Vocab
+    hp: Hyperparameters
+    model_id: str  # sha256 of the weights file: tells stored GRU states of another model apart
+
+
+def save(folder: str | Path, network: CharGRU, vocab: Vocab) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CONFIG_FILE).write_text(json.dumps(network.hp.to_dict(), indent=1) + "\n")
+    vocab.save(folder / VOCAB_FILE)
+    network.save_weights(str(folder / WEIGHTS_FILE))
+    return folder
+
+
+def load(folder: str | Path | None = None) -> Bundle:
+    folder = Path(folder) if folder else SHIPPED_DIR
+    missing = [f for f in (CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE) if not (folder / f).is_file()]
+    if missing:
+        raise ModelFolderError(f"{folder} is not a model folder: {', '.join(missing)} missing")
+    hp = Hyperparameters(**json.loads((folder / CONFIG_FILE).read_text()))
+    vocab = Vocab.load(folder / VOCAB_FILE)
+    if len(vocab) != hp.vocab_size:
+        raise ModelFolderError(f"{folder}: vocab.json has {len(vocab)} ids, config.json says {hp.vocab_size}")
+    network = build(hp)
+    network.load_weights(str(folder / WEIGHTS_FILE))
+    model_id = hashlib.sha256((folder / WEIGHTS_FILE).read_bytes()).hexdigest()[:16]
+    return Bundle(network=network, vocab=vocab, hp=hp, model_id=model_id)
