@@ -1,0 +1,163 @@
+"""The stepwise sampler: prime a batch of seeds, then sample N characters in one compiled call.
+
+The GRU cell is written out over the trained weights so that one step is two matrix products:
+the input half of the cell is a table lookup (embedding @ kernel + bias, precomputed per character),
+the recurrent half is [batch, units] @ [units, 3 * units], and the output layer [batch, units] @
+[units, vocab]. Each row carries its own temperature, random seed and position, so a row's text
+depends only on its own inputs, never on which other rows share the batch.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from model.network import CharGRU
+from model.vocab import UNK_ID, Vocab
+
+_HASH_MUL_1 = 0x7FEB352D
+_HASH_MUL_2 = 0x846CA68B
+
+
+def _uniform(seeds, positions, vocab_size):
+    """Counter-based uniform noise in (0, 1): [batch, vocab] from row seeds [batch] and positions [batch].
+
+    A 32-bit integer hash (lowbias32) of (seed, position, character): reproducible, independent
+    across rows, and it needs no random-generator state to carry between calls.
+    """
+    v = tf.cast(tf.range(vocab_size), tf.uint32)[None, :]
+    x = (tf.cast(seeds, tf.uint32)[:, None] * tf.constant(0x9E3779B1, tf.uint32)
+         + tf.cast(positions, tf.uint32)[:, None] * tf.constant(0x85EBCA77, tf.uint32)
+         + v * tf.constant(0xC2B2AE3D, tf.uint32))
+    for mul in (_HASH_MUL_1, _HASH_MUL_2):
+        x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
+        x = x * tf.constant(mul, tf.uint32)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
+    top24 = tf.bitwise.right_shift(x, tf.constant(8, tf.uint32))
+    return (tf.cast(top24, tf.float32) + 0.5) / 16777216.0
+
+
+def choose(logits, temperatures, seeds, positions, top_k=0):
+    """Next ids [batch] from logits [batch, vocab]: the unknown id never; temperature 0 is greedy;
+    otherwise a Gumbel-max draw from softmax(logits / temperature), restricted to the top k if k > 0."""
+    vocab_size = tf.shape(logits)[1]
+    never = tf.constant(-1e9, logits.dtype)
+    logits = tf.where(tf.range(vocab_size)[None, :] == UNK_ID, never, logits)
+    top_k = tf.convert_to_tensor(top_k, tf.int32)
+    kth = tf.math.top_k(logits, k=tf.clip_by_value(top_k, 1, vocab_size)).values[:, -1:]  # [batch, 1]
+    logits = tf.where((top_k > 0) & (logits < kth), never, logits)
+    gumbel = -tf.math.log(-tf.math.log(_uniform(seeds, positions, vocab_size)))
+    safe_t = tf.maximum(temperatures, 1e-6)[:, None]
+    noisy = tf.where(temperatures[:, None] > 0, logits / safe_t + gumbel, logits)
+    return tf.argmax(noisy, axis=-1, output_type=tf.int32)
+
+
+class Sampler:
+    """prime(ids, lengths, state) -> state; sample(last, state, ...) -> (ids, state, last)."""
+
+    def __init__(self, network: CharGRU, vocab: Vocab):
+        self.vocab = vocab
+        self.units = network.hp.rnn_units
+        self.vocab_size = network.hp.vocab_size
+        cell = network.gru.cell
+        emb = tf.convert_to_tensor(network.embedding.embeddings)
+        bias = tf.convert_to_tensor(cell.bias)  # [2, 3 * units]: input bias, recurrent bias
+        self.input_table = tf.constant(emb @ tf.convert_to_tensor(cell.kernel) + bias[0])  # [vocab, 3u]
+        self.recurrent_kernel = tf.constant(cell.recurrent_kernel)  # [units, 3u]
+        self.recurrent_bias = tf.constant(bias[1])  # [3u]
+        self.out_kernel = tf.constant(network.dense.kernel)  # [units, vocab]
+        self.out_bias = tf.constant(network.dense.bias)  # [vocab]
+        u = self.units
+        self._prime = tf.function(self._prime_impl, jit_compile=True, input_signature=[
+            tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([None, u], tf.float32)])
+        self._sample = tf.function(self._sample_impl, jit_compile=True, input_signature=[
+            tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, u], tf.float32),
+            tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int64),
+            tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
+
+    def _cell(self, ids, h):
+        """One GRU step (Keras GRU, reset_after): ids [batch], h [batch, units] -> h [batch, units]."""
+        x_z, x_r, x_h = tf.split(tf.gather(self.input_table, ids), 3, axis=-1)
+        h_z, h_r, h_h = tf.split(h @ self.recurrent_kernel + self.recurrent_bias, 3, axis=-1)
+        z = tf.sigmoid(x_z + h_z)
+        r = tf.sigmoid(x_r + h_r)
+        return z * h + (1.0 - z) * tf.tanh(x_h + r * h_h)
+
+    def _prime_impl(self, ids, lengths, h):
+        # ids [batch, time], right-padded; a row's state stops changing after its own length.
+        for t in tf.range(tf.shape(ids)[1]):
+            h_next = self._cell(ids[:, t], h)
+            h = tf.where((t < lengths)[:, None], h_next, h)
+        return h
+
+    def _sample_impl(self, last, h, temperatures, seeds, positions, steps, top_k):
+        out = tf.TensorArray(tf.int32, size=steps)
+        for t in tf.range(steps):
+            h = self._cell(last, h)
+            logits = h @ self.out_kernel + self.out_bias  # [batch, vocab]
+            last = choose(logits, temperatures, seeds, positions + t, top_k)
+            out = out.write(t, last)
+        return tf.transpose(out.stack()), h, last  # ids [batch, steps]
+
+    # numpy in, numpy out -------------------------------------------------------------------------
+
+    def zero_state(self, batch: int) -> np.ndarray:
+        return np.zeros([batch, self.units], np.float32)
+
+    def prime(self, seeds_ids: list[np.ndarray], states: np.ndarray | None = None):
+        """Consume each seed but its last character. Returns (states [batch, units], last ids [batch])."""
+        batch = len(seeds_ids)
+        lengths = np.array([len(s) - 1 for s in seeds_ids], np.int32)
+        padded = np.zeros([batch, max(1, int(lengths.max(initial=0)))], np.int32)
+        for i, s in enumerate(seeds_ids):
+            padded[i, : len(s) - 1] = s[:-1]
+        states = self.zero_state(batch) if states is None else np.asarray(states, np.float32)
+        h = self._prime(padded, lengths, states).numpy()
+        return h, np.array([s[-1] for s in seeds_ids], np.int32)
+
+    def sample(self, last, states, temperatures, steps: int, seeds=None, positions=None, top_k: int = 0):
+        """Sample `steps` ids per row. Returns (ids [batch, steps], states, last ids)."""
+        batch = len(last)
+        seeds = np.array([secrets.randbits(63) for _ in range(batch)] if seeds is None else seeds, np.int64)
+        positions = np.zeros(batch, np.int32) if positions is None else np.asarray(positions, np.int32)
+        ids, h, last = self._sample(np.asarray(last, np.int32), np.asarray(states, np.float32),
+                                    np.asarray(temperatures, np.float32), seeds, positions,
+                                    np.int32(steps), np.int32(top_k))
+        return ids.numpy(), h.numpy(), last.numpy()
+
+
+@dataclass
+class Generation:
+    text: str  # the continuation only, without the seed
+    state: np.ndarray  # [units]: after every character but the last
+    last_char: str  # feed it with `state` to go on exactly where this stopped
+
+
+def generate(sampler: Sampler, seeds: list[str], length: int, temperatures: float | list[float] = 1.0,
+             random_seed: int | None = None, top_k: int = 0) -> list[Generation]:
+    """Continue each (already cleaned, non-empty) seed by `length` characters, all in one batch."""
+    n = len(seeds)
+    temps = temperatures if isinstance(temperatures, (list, tuple, np.ndarray)) else [temperatures] * n
+    row_seeds = None if random_seed is None else [random_seed * 1_000_003 + i for i in range(n)]
+    states, last = sampler.prime([sampler.vocab.encode(s) for s in seeds])
+    ids, states, last = sampler.sample(last, states, temps, length, seeds=row_seeds, top_k=top_k)
+    return [Generation(sampler.vocab.decode(ids[i]), states[i], sampler.vocab.decode([last[i]]))
+            for i in range(n)]
+
+
+def continue_from(sampler: Sampler, states: np.ndarray, last_chars: list[str], length: int,
+                  temperatures: float | list[float] = 1.0, random_seed: int | None = None,
+                  top_k: int = 0) -> list[Generation]:
+    """Go on from stored states and last characters exactly where a generation stopped."""
+    n = len(last_chars)
+    temps = temperatures if isinstance(temperatures, (list, tuple, np.ndarray)) else [temperatures] * n
+    row_seeds = None if random_seed is None else [random_seed * 1_000_003 + i for i in range(n)]
+    last = np.array([sampler.vocab.id_of(c) for c in last_chars], np.int32)
+    ids, states, last = sampler.sample(last, np.asarray(states, np.float32), temps, length,
+                                       seeds=row_seeds, top_k=top_k)
+    return [Generation(sampler.vocab.decode(ids[i]), states[i], sampler.vocab.decode([last[i]]))
+            for i in range(n)]
