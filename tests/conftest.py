@@ -1,0 +1,59 @@
+"""Shared fixtures: the corpus from ../shared, a tiny deterministic model, a sampler over it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "data" / "el_quijote.txt"
+
+TINY_TEXT = (
+    "En un lugar de la Mancha, de cuyo nombre no quiero acordarme, no ha mucho tiempo que vivía "
+    "un hidalgo de los de lanza en astillero, adarga antigua, rocín flaco y galgo corredor. "
+    "¿Qué gigantes? dijo Sancho Panza. «Aquellos que allí ves», respondió su amo.\n"
+)
+
+
+@pytest.fixture(scope="session")
+def corpus_path() -> Path:
+    if not CORPUS.exists():
+        pytest.skip(f"corpus not found at {CORPUS}")
+    return CORPUS
+
+
+@pytest.fixture(scope="session")
+def tiny_vocab():
+    from model.vocab import Vocab
+
+    return Vocab.from_text(TINY_TEXT)
+
+
+@pytest.fixture(scope="session")
+def tiny_network(tiny_vocab):
+    """A small GRU with fixed random weights: deterministic, untrained, quick."""
+    import tensorflow as tf
+
+    from model.network import Hyperparameters, build
+
+    tf.keras.utils.set_random_seed(1234)
+    return build(Hyperparameters(len(tiny_vocab), embedding_dim=8, rnn_units=16))
+
+
+@pytest.fixture(scope="session")
+def tiny_sampler(tiny_network, tiny_vocab):
+    from model.sampler import Sampler
+
+    return Sampler(tiny_network, tiny_vocab)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_network, tiny_vocab) -> Path:
+    """The tiny model saved as a model folder, as `cervantes` commands load one."""
+    from model import bundle
+
+    return bundle.save(tmp_path_factory.mktemp("tiny-model"), tiny_network, tiny_vocab)
