@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter (CUDA probes)
 
 
 def _corpus_text(args, strip_accents: bool) -> str:
@@ -59,6 +59,27 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_generate(args) -> int:
+    from model import bundle, seeds
+    from model.sampler import Sampler, generate
+
+    if args.length < 1 or args.samples < 1 or args.temperature < 0:
+        print("cervantes: --length and --samples must be at least 1, --temperature at least 0",
+              file=sys.stderr)
+        return 2
+    b = bundle.load(args.model)
+    seed = seeds.clean(args.seed_text, b.vocab, b.hp.strip_accents)
+    if seed.dropped:
+        print(f"(left out, unknown to the model: {seed.dropped!r})", file=sys.stderr)
+    results = generate(Sampler(b.network, b.vocab), [seed.text] * args.samples, args.length,
+                       args.temperature, random_seed=args.seed, top_k=args.top_k)
+    for i, r in enumerate(results):
+        if args.samples > 1:
+            print(f"--- {i + 1} ---")
+        print(seed.text + r.text)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cervantes", description="A bot that writes like Cervantes.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -85,14 +106,24 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, help="only the first N held-out characters")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)
+
+    g = sub.add_parser("generate", help="continue a seed with the model")
+    g.add_argument("seed_text", nargs="?", default="", help="the opening (default: a line of the novel)")
+    g.add_argument("--length", type=int, default=300, help="characters to add (default 300)")
+    g.add_argument("--temperature", type=float, default=0.5, help="0 is greedy; higher is bolder")
+    g.add_argument("--seed", type=int, help="random seed, for a reproducible text")
+    g.add_argument("--samples", type=int, default=1, help="how many continuations")
+    g.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest only")
+    g.add_argument("--model", help="model folder (default: the shipped model)")
+    g.set_defaults(func=cmd_generate)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     from model.bundle import ModelFolderError
     from model.corpus import CorpusError
 
-    args = parser().parse_args(argv)
     try:
         return args.func(args)
     except (CorpusError, ModelFolderError, FileNotFoundError) as exc:

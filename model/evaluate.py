@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,16 +32,13 @@ class Evaluation:
         }
 
 
-def held_out_loss(network: CharGRU, ids: np.ndarray, rows: int = ROWS, chunk: int = CHUNK) -> Evaluation:
-    """Mean cross-entropy of predicting ids[1:] from ids[:-1].
+_compiled: "weakref.WeakKeyDictionary[CharGRU, object]" = weakref.WeakKeyDictionary()
 
-    The text is split into `rows` contiguous streams; each is read in chunks with its GRU state
-    carried, so only the first characters of each stream are predicted without context.
-    """
-    rows = max(1, min(rows, (len(ids) - 1) // 2))
-    per_row = (len(ids) - 1) // rows
-    inputs = ids[: rows * per_row].reshape(rows, per_row)  # [rows, per_row]
-    targets = ids[1 : rows * per_row + 1].reshape(rows, per_row)
+
+def _chunk_loss_fn(network: CharGRU):
+    """One compiled function per network, traced once: (x, y, state) -> (summed loss, state)."""
+    if network in _compiled:
+        return _compiled[network]
 
     @tf.function(input_signature=[
         tf.TensorSpec([None, None], tf.int32),
@@ -52,6 +50,22 @@ def held_out_loss(network: CharGRU, ids: np.ndarray, rows: int = ROWS, chunk: in
         losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
         return tf.reduce_sum(tf.cast(losses, tf.float64)), state
 
+    _compiled[network] = chunk_loss
+    return chunk_loss
+
+
+def held_out_loss(network: CharGRU, ids: np.ndarray, rows: int = ROWS, chunk: int = CHUNK) -> Evaluation:
+    """Mean cross-entropy of predicting ids[1:] from ids[:-1].
+
+    The text is split into `rows` contiguous streams; each is read in chunks with its GRU state
+    carried, so only the first characters of each stream are predicted without context.
+    """
+    rows = max(1, min(rows, (len(ids) - 1) // 2))
+    per_row = (len(ids) - 1) // rows
+    inputs = ids[: rows * per_row].reshape(rows, per_row)  # [rows, per_row]
+    targets = ids[1 : rows * per_row + 1].reshape(rows, per_row)
+
+    chunk_loss = _chunk_loss_fn(network)
     total = 0.0
     state = tf.zeros([rows, network.hp.rnn_units])
     for start in range(0, per_row, chunk):

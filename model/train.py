@@ -61,7 +61,7 @@ def _read_history(path: Path) -> list[dict]:
     if not path.exists():
         return []
     with path.open() as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def _write_history(path: Path, history: list[dict]) -> None:

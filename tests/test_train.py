@@ -1,0 +1,71 @@
+"""Training on a small slice: the loss falls, checkpoints resume, Ctrl-C keeps the work."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from model import bundle, corpus, data, train
+
+SMALL = train.TrainConfig(epochs=2, max_steps_per_epoch=8, batch_size=16, rnn_units=32,
+                          embedding_dim=16, learning_rate=1e-2, dropout=0.0, patience=5)
+
+
+@pytest.fixture(scope="module")
+def text(corpus_path) -> str:
+    return corpus.read(corpus_path)[:40_000]
+
+
+def _metrics(folder):
+    with (folder / train.METRICS_FILE).open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_few_steps_make_the_loss_fall(tmp_path, text):
+    result = train.train(text, tmp_path, SMALL, progress=False, log=lambda *_: None)
+    rows = _metrics(tmp_path)
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert float(rows[1]["val_loss"]) < float(rows[0]["val_loss"])
+    assert result.best_epoch == 2
+    assert (tmp_path / train.PLOT_FILE).read_bytes().startswith(b"\x89PNG")
+    loaded = bundle.load(tmp_path)  # the run folder is a model folder: the best epoch
+    assert loaded.hp.rnn_units == 32 and len(loaded.vocab) == len(set(text)) + 1
+
+
+def test_resume_continues_at_the_next_epoch(tmp_path, text):
+    train.train(text, tmp_path, SMALL, progress=False, log=lambda *_: None)
+    messages = []
+    train.train(text, tmp_path, train.TrainConfig(epochs=3), resume=True, progress=False,
+                log=messages.append)
+    assert any("resuming after epoch 2" in m for m in messages)
+    assert [int(r["epoch"]) for r in _metrics(tmp_path)] == [1, 2, 3]
+
+
+def test_ctrl_c_saves_and_resume_finishes(tmp_path, text, monkeypatch):
+    real = data.training_dataset
+
+    def interrupted_after_two_batches(*args, **kwargs):
+        for i, batch in enumerate(real(*args, **kwargs)):
+            if i == 2:
+                raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(data, "training_dataset", lambda *a, **k: _Taker(interrupted_after_two_batches(*a, **k)))
+    result = train.train(text, tmp_path, SMALL, progress=False, log=lambda *_: None)
+    assert result.interrupted and result.epochs_run == 0
+    assert (tmp_path / train.CHECKPOINT_DIR / "checkpoint").exists()
+    monkeypatch.undo()
+    result = train.train(text, tmp_path, SMALL, resume=True, progress=False, log=lambda *_: None)
+    assert not result.interrupted and result.epochs_run == 2
+
+
+class _Taker:
+    """Stands in for a tf.data.Dataset: `.take(n)` then iteration."""
+
+    def __init__(self, it):
+        self.it = it
+
+    def take(self, _n):
+        return self.it
