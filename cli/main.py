@@ -13,7 +13,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up 
 def _corpus_text(args, strip_accents: bool) -> str:
     from model import corpus
 
-    return corpus.read(corpus.resolve(args.corpus), strip_accents=strip_accents)
+    return corpus.read(corpus.resolve(args.corpus or args.config.corpus.path), strip_accents=strip_accents)
+
+
+def _model_dir(args) -> str | None:
+    return args.model or args.config.model.path or None
 
 
 def cmd_download_corpus(args) -> int:
@@ -33,8 +37,9 @@ def cmd_train(args) -> int:
             "patience": args.patience, "max_steps_per_epoch": args.max_steps,
         }.items() if v is not None}
     )
-    text = _corpus_text(args, args.strip_accents)
-    result = train.train(text, args.out, cfg, strip_accents=args.strip_accents, resume=args.resume)
+    strip = args.strip_accents or args.config.corpus.strip_accents
+    text = _corpus_text(args, strip)
+    result = train.train(text, args.out, cfg, strip_accents=strip, resume=args.resume)
     if result.best_epoch:
         print(f"best epoch {result.best_epoch}: held-out {result.best_val_loss:.4f} nats/char; "
               f"model in {args.out}")
@@ -45,7 +50,7 @@ def cmd_evaluate(args) -> int:
     from model import bundle, corpus
     from model.evaluate import held_out_loss
 
-    b = bundle.load(args.model)
+    b = bundle.load(_model_dir(args))
     text = _corpus_text(args, b.hp.strip_accents)
     _, held_out = corpus.split(text)
     if args.limit:
@@ -67,7 +72,7 @@ def cmd_generate(args) -> int:
         print("cervantes: --length and --samples must be at least 1, --temperature at least 0",
               file=sys.stderr)
         return 2
-    b = bundle.load(args.model)
+    b = bundle.load(_model_dir(args))
     seed = seeds.clean(args.seed_text, b.vocab, b.hp.strip_accents)
     if seed.dropped:
         print(f"(left out, unknown to the model: {seed.dropped!r})", file=sys.stderr)
@@ -82,6 +87,7 @@ def cmd_generate(args) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cervantes", description="A bot that writes like Cervantes.")
+    p.add_argument("--config", metavar="PATH", help="config file (default: ./config.toml if present)")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("download-corpus", help="fetch the training text into the cache folder")
@@ -121,12 +127,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from cli.config import ConfigError, load
     from model.bundle import ModelFolderError
     from model.corpus import CorpusError
 
     try:
+        args.config = load(args.config)
         return args.func(args)
-    except (CorpusError, ModelFolderError, FileNotFoundError) as exc:
+    except (ConfigError, CorpusError, ModelFolderError, FileNotFoundError) as exc:
         print(f"cervantes: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,167 @@
+"""config.toml into frozen dataclasses: one section a class, a default and a comment per field.
+
+Unknown keys and wrong types are errors that name the key and the file. Any key can be overridden
+from the environment as CERVANTES_<SECTION>_<KEY> (CERVANTES_STORAGE_PATH=/data/cervantes.db).
+Tokens never live here: they come from the environment only (see bot.secrets).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PATH = Path("config.toml")
+
+
+class ConfigError(Exception):
+    """A config file or environment override that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    path: str = ""  # model folder; empty means the model shipped with the package
+    device: str = "auto"  # "auto" (the GPU when TensorFlow sees one), "cpu" or "gpu"
+
+
+@dataclass(frozen=True)
+class CorpusSection:
+    path: str = ""  # training text; empty means the copy `cervantes download-corpus` saved
+    strip_accents: bool = False  # true reproduces the notebook: NFD, accents dropped, 86 ids
+
+
+@dataclass(frozen=True)
+class StorageSection:
+    path: str = "cervantes.db"  # SQLite file with every chat's settings and continuation
+
+
+@dataclass(frozen=True)
+class GenerationSection:
+    max_batch: int = 64  # rows generated together at most
+    max_wait_ms: int = 5  # how long a lone request waits for company before it runs
+    chunk_steps: int = 25  # characters per model call; new requests join between chunks
+    queue_size: int = 256  # waiting requests at most; beyond it the bot answers "busy"
+    request_timeout_s: float = 60.0  # a request not done by then is dropped with an apology
+    top_k: int = 0  # sample among the k likeliest characters only; 0 means all
+
+
+@dataclass(frozen=True)
+class ChatSection:
+    temperature: float = 0.5  # a new chat's temperature
+    length: int = 300  # a new chat's reply length in characters
+    min_temperature: float = 0.1  # /temperatura accepts this range
+    max_temperature: float = 2.0
+    min_length: int = 50  # /longitud accepts this range
+    max_length: int = 1000
+    max_seed_chars: int = 500  # a longer seed keeps its last characters
+    rate_limit_per_minute: int = 12  # generations per chat per minute; 0 means no limit
+
+
+@dataclass(frozen=True)
+class TelegramSection:
+    mode: str = "polling"  # "polling" or "webhook"
+    base_url: str = "https://api.telegram.org/bot"  # Bot API server (self-hosted ones, tests)
+    webhook_url: str = ""  # public https URL Telegram posts updates to (webhook mode)
+    listen: str = "0.0.0.0"  # address the webhook server binds (webhook mode)
+    port: int = 8443  # port the webhook server binds (webhook mode)
+    edit_interval_s: float = 1.0  # at most one edit of a streamed reply per chat this often
+
+
+@dataclass(frozen=True)
+class DiscordSection:
+    prefix: str = "!"  # prefix commands: !cervantes Sancho dijo
+    sync_commands: bool = True  # register the slash commands at start
+    guilds: list[int] = field(default_factory=list)  # sync to these guilds only (instant; testing)
+    message_content: bool = True  # privileged intent, needed for prefix commands
+    edit_interval_s: float = 1.0  # at most one edit of a streamed reply per channel this often
+
+
+@dataclass(frozen=True)
+class LoggingSection:
+    level: str = "INFO"  # DEBUG, INFO, WARNING, ERROR
+    format: str = "text"  # "text" or "json" (one JSON object a line)
+
+
+@dataclass(frozen=True)
+class MetricsSection:
+    port: int = 0  # Prometheus endpoint on this port; 0 means off
+    address: str = "127.0.0.1"  # address the metrics endpoint binds
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelSection = field(default_factory=ModelSection)
+    corpus: CorpusSection = field(default_factory=CorpusSection)
+    storage: StorageSection = field(default_factory=StorageSection)
+    generation: GenerationSection = field(default_factory=GenerationSection)
+    chat: ChatSection = field(default_factory=ChatSection)
+    telegram: TelegramSection = field(default_factory=TelegramSection)
+    discord: DiscordSection = field(default_factory=DiscordSection)
+    logging: LoggingSection = field(default_factory=LoggingSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+
+
+def _coerce(value, kind, where: str):
+    """Check a TOML value against a field type; ints are accepted for floats."""
+    origin = typing.get_origin(kind)
+    if origin is list:
+        (item,) = typing.get_args(kind)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, item, where) for v in value]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _from_env(text: str, kind, where: str):
+    try:
+        if kind is bool:
+            if text.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(text)
+            return text.lower() in ("1", "true", "yes", "on")
+        if typing.get_origin(kind) is list:
+            (item,) = typing.get_args(kind)
+            return [item(v.strip()) for v in text.split(",") if v.strip()]
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"{where}: cannot read {text!r} as {getattr(kind, '__name__', kind)}") from None
+
+
+def load(path: str | os.PathLike | None = None, environ: typing.Mapping[str, str] | None = None) -> Config:
+    """Defaults, then the file (if it exists, or if it was named), then CERVANTES_* variables."""
+    environ = os.environ if environ is None else environ
+    named = path is not None or "CERVANTES_CONFIG" in environ
+    file = Path(path or environ.get("CERVANTES_CONFIG") or DEFAULT_PATH)
+    raw: dict = {}
+    if file.exists():
+        try:
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file}: {exc}") from None
+    elif named:
+        raise ConfigError(f"{file}: no such config file")
+
+    sections = {}
+    hints = typing.get_type_hints(Config)
+    for unknown in set(raw) - set(hints):
+        raise ConfigError(f"{file}: unknown section [{unknown}]")
+    for name, section_type in hints.items():
+        values = raw.get(name, {})
+        if not isinstance(values, dict):
+            raise ConfigError(f"{file}: [{name}] must be a table")
+        field_types = typing.get_type_hints(section_type)
+        for unknown in set(values) - set(field_types):
+            raise ConfigError(f"{file}: unknown key {name}.{unknown}")
+        kwargs = {k: _coerce(v, field_types[k], f"{file}: {name}.{k}") for k, v in values.items()}
+        for key, kind in field_types.items():
+            env = f"CERVANTES_{name.upper()}_{key.upper()}"
+            if env in environ:
+                kwargs[key] = _from_env(environ[env], kind, f"${env}")
+        sections[name] = section_type(**kwargs)
+    return Config(**sections)
+

@@ -1,0 +1,1 @@
+"""Platform-neutral services shared by the chat adapters and the console."""

@@ -1,0 +1,390 @@
+"""The generation service: one worker batches every chat's requests over one shared Sampler.
+
+Requests wait in one bounded queue. The worker runs the model in chunks of at most `chunk_steps`
+characters over every active row; at each chunk boundary finished, cancelled and expired rows leave
+and waiting requests join (continuous batching), so a short request never waits for a long one.
+Only prime and sample run in the worker thread; seed cleaning, text to ids and ids to text happen
+in each request's own coroutine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import operator
+import secrets
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from itertools import groupby
+
+import numpy as np
+
+from model import seeds
+from model.sampler import Sampler
+
+log = logging.getLogger(__name__)
+
+_END = object()  # follows a row's last chunk: its future is done
+_MIN_PRIME_TIME = 16  # shortest padded seed: short seeds share one compiled prime
+
+
+class Busy(Exception):
+    """The queue of waiting requests is full: try again in a moment."""
+
+
+@dataclass
+class Result:
+    text: str  # the continuation only, without the seed
+    state: np.ndarray  # [units]: after every character but the last
+    last_char: str  # with `state`, goes on exactly where this stopped
+    seed: str  # the cleaned seed the model read; "" for a continuation
+    dropped: str  # distinct seed characters the model does not know, left out
+    truncated: bool  # the seed was too long and only its end was read
+    batch_size: int  # the most rows this request shared a chunk with, itself included
+
+
+@dataclass(frozen=True)
+class Stats:
+    waiting: int  # requests in the queue
+    active: int  # rows in the running batch
+    requests: int  # accepted since start
+    characters: int  # generated since start
+    chunks: int  # sample calls since start
+    errors: int  # model calls that raised
+
+
+@dataclass(eq=False)
+class _Row:
+    seed_ids: np.ndarray | None  # [chars] to prime; None for a continuation
+    state: np.ndarray | None  # [units]; set by prime for a seed
+    last: int  # id of the character to feed next
+    temperature: float
+    length: int
+    random_seed: int
+    top_k: int
+    deadline: float  # loop time
+    future: asyncio.Future  # (state, last id), or the exception
+    chunks: asyncio.Queue = field(default_factory=asyncio.Queue)  # ids [steps] per chunk, then _END
+    position: int = 0  # characters generated so far: the sampler's noise counter
+    batch_size: int = 0
+    abandoned: bool = False  # the caller left (cancelled, timed out, stopped reading)
+
+    @property
+    def remaining(self) -> int:
+        return self.length - self.position
+
+
+class Stream:
+    """`async for text in stream` yields each chunk's text as it is produced; then `stream.result`.
+
+    Errors (the model's, TimeoutError) are raised from the loop. A caller that stops reading early
+    calls `cancel()`, so the row leaves the batch at the next chunk boundary.
+    """
+
+    def __init__(self, row: _Row, service: "GenerationService", seed: seeds.Seed | None):
+        self.result: Result | None = None
+        self._row, self._service, self._seed = row, service, seed
+        self._texts: list[str] = []
+        self._done = False
+
+    def __aiter__(self) -> "Stream":
+        return self
+
+    async def __anext__(self) -> str:
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            async with asyncio.timeout_at(self._row.deadline):
+                item = await self._row.chunks.get()
+        except BaseException:  # timed out or cancelled: the row leaves at the next boundary
+            self.cancel()
+            raise
+        if item is _END:
+            self._done = True
+            state, last = self._row.future.result()  # raises the worker's exception, if any
+            self.result = self._finish(state, last)
+            raise StopAsyncIteration
+        text = self._service.sampler.vocab.decode(item)
+        self._texts.append(text)
+        return text
+
+    def cancel(self) -> None:
+        self._row.abandoned = True
+        self._done = True
+
+    def _finish(self, state: np.ndarray, last: int) -> Result:
+        seed = self._seed
+        return Result(text="".join(self._texts), state=state,
+                      last_char=self._service.sampler.vocab.decode([last]),
+                      seed=seed.text if seed else "", dropped=seed.dropped if seed else "",
+                      truncated=seed.truncated if seed else False, batch_size=self._row.batch_size)
+
+
+class GenerationService:
+    """One shared batcher: `await generate(...)` or `stream(...)` from any coroutine.
+
+    Use `async with GenerationService(sampler) as service:` or call `start()` and `close()`.
+    """
+
+    def __init__(self, sampler: Sampler, *, max_batch: int = 64, max_wait_ms: float = 5,
+                 chunk_steps: int = 25, queue_size: int = 256, request_timeout_s: float = 30.0,
+                 max_seed_chars: int = seeds.MAX_SEED_CHARS, strip_accents: bool = False):
+        if max_batch < 1 or chunk_steps < 1 or queue_size < 1:
+            raise ValueError("max_batch, chunk_steps and queue_size must be at least 1")
+        self.sampler = sampler
+        self.max_batch, self.chunk_steps, self.queue_size = max_batch, chunk_steps, queue_size
+        self.max_wait_s = max_wait_ms / 1000
+        self.request_timeout_s = request_timeout_s
+        self.max_seed_chars, self.strip_accents = max_seed_chars, strip_accents
+        self._waiting: deque[_Row] = deque()  # bounded by queue_size in _submit
+        self._active: list[_Row] = []
+        self._counts = dict(requests=0, characters=0, chunks=0, errors=0)
+        self._worker: asyncio.Task | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._arrived: asyncio.Event | None = None
+
+    # lifecycle ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._worker is not None:
+            raise RuntimeError("the generation service is already started")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generation")
+        self._arrived = asyncio.Event()
+        self._worker = asyncio.create_task(self._work(), name="generation-worker")
+
+    async def close(self) -> None:
+        """Stop the worker; every request still waiting or running gets RuntimeError."""
+        if self._worker is None:
+            return
+        self._worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._worker
+        closed = RuntimeError("the generation service is closed")
+        for row in [*self._active, *self._waiting]:
+            self._fail(row, closed)
+        self._active, self._waiting = [], deque()
+        self._executor.shutdown(wait=False, cancel_futures=True)  # a running model call just ends
+        self._worker = self._executor = None
+
+    async def __aenter__(self) -> "GenerationService":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    def stats(self) -> Stats:
+        return Stats(waiting=len(self._waiting), active=len(self._active), **self._counts)
+
+    # requests -----------------------------------------------------------------------------------
+
+    async def generate(self, seed: str | None = None, *, state: np.ndarray | None = None,
+                       last_char: str | None = None, temperature: float = 1.0, length: int = 300,
+                       random_seed: int | None = None, top_k: int = 0) -> Result:
+        """Continue `seed` (cleaned; the default opening if empty) by `length` characters, or go on
+        from a previous result's `state` and `last_char`. Raises Busy, ValueError, TimeoutError."""
+        stream = self.stream(seed, state=state, last_char=last_char, temperature=temperature,
+                             length=length, random_seed=random_seed, top_k=top_k)
+        async for _ in stream:
+            pass
+        return stream.result
+
+    def stream(self, seed: str | None = None, *, state: np.ndarray | None = None,
+               last_char: str | None = None, temperature: float = 1.0, length: int = 300,
+               random_seed: int | None = None, top_k: int = 0) -> Stream:
+        """Queue a request (as generate) and return its Stream at once. Raises Busy, ValueError."""
+        if self._worker is None:
+            raise RuntimeError("the generation service is not started")
+        length, temperature, top_k = _checked(length, temperature, top_k)
+        vocab = self.sampler.vocab
+        cleaned, seed_ids, last = None, None, 0
+        if state is None and last_char is None:
+            cleaned = seeds.clean(seed or "", vocab, self.strip_accents, self.max_seed_chars)
+            seed_ids = vocab.encode(cleaned.text)
+        elif seed is None and state is not None and last_char is not None:
+            state, last = self._checked_state(state, last_char)
+        else:
+            raise ValueError("give a seed, or a state with its last_char, not both")
+        loop = asyncio.get_running_loop()
+        row = _Row(seed_ids=seed_ids, state=state, last=last, temperature=temperature,
+                   length=length, top_k=top_k, future=loop.create_future(),
+                   random_seed=secrets.randbits(63) if random_seed is None else random_seed % 2**63,
+                   deadline=loop.time() + self.request_timeout_s)
+        self._submit(row)
+        return Stream(row, self, cleaned)
+
+    def _checked_state(self, state: np.ndarray, last_char: str) -> tuple[np.ndarray, int]:
+        state = np.asarray(state, np.float32)
+        if state.shape != (self.sampler.units,) or not np.isfinite(state).all():
+            raise ValueError(f"state must be {self.sampler.units} finite numbers")
+        last = self.sampler.vocab.id_of(last_char) if isinstance(last_char, str) else 0
+        if last == 0:
+            raise ValueError("last_char must be one character the model knows")
+        return state, last
+
+    def _submit(self, row: _Row) -> None:
+        if len(self._waiting) >= self.queue_size:
+            raise Busy(f"{self.queue_size} requests are already waiting")
+        self._waiting.append(row)
+        self._counts["requests"] += 1
+        self._arrived.set()
+
+    # the worker ---------------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            joining: list[_Row] = []
+            try:
+                if not self._active:
+                    await self._wait_for_requests()
+                joining = self._take_waiting()
+                await self._join(joining)
+                await self._run_chunk()
+            except Exception as exc:  # the batch's callers get it; the worker serves the next ones
+                log.exception("generation batch failed")
+                self._counts["errors"] += 1
+                for row in [*self._active, *joining]:
+                    self._fail(row, exc)
+                self._active = []
+
+    async def _wait_for_requests(self) -> None:
+        # idle: sleep until one request arrives, then give others max_wait to join the fresh batch
+        while not self._waiting:
+            self._arrived.clear()
+            await self._arrived.wait()
+        deadline = asyncio.get_running_loop().time() + self.max_wait_s
+        while len(self._waiting) < self.max_batch:
+            self._arrived.clear()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._arrived.wait()
+            except TimeoutError:
+                return
+
+    def _take_waiting(self) -> list[_Row]:
+        taken: list[_Row] = []
+        while self._waiting and len(self._active) + len(taken) < self.max_batch:
+            row = self._waiting.popleft()
+            if not self._leave_if_gone(row):
+                taken.append(row)
+        return taken
+
+    async def _join(self, rows: list[_Row]) -> None:
+        """Prime the joining rows that bring a seed, all in one call; continuations have a state."""
+        fresh = [row for row in rows if row.seed_ids is not None]
+        if fresh:
+            states, last = await self._in_thread(_prime_padded, self.sampler, [r.seed_ids for r in fresh])
+            for i, row in enumerate(fresh):
+                row.state, row.last = states[i], int(last[i])
+        self._active.extend(rows)
+
+    async def _run_chunk(self) -> None:
+        self._active = [row for row in self._active if not self._leave_if_gone(row)]
+        if not self._active:
+            return
+        steps = _chunk_steps(self.chunk_steps, min(row.remaining for row in self._active))
+        for row in self._active:
+            row.batch_size = max(row.batch_size, len(self._active))
+        # the sampler takes one top_k per call: one call per distinct top_k (usually just one)
+        for top_k, group in groupby(sorted(self._active, key=lambda r: r.top_k), key=lambda r: r.top_k):
+            await self._sample(list(group), steps, top_k)
+        self._counts["chunks"] += 1
+        for row in self._active:
+            if row.remaining == 0 and not row.future.done():
+                row.future.set_result((row.state.copy(), row.last))
+                row.chunks.put_nowait(_END)
+        self._active = [row for row in self._active if row.remaining > 0]
+
+    async def _sample(self, rows: list[_Row], steps: int, top_k: int) -> None:
+        ids, states, last = await self._in_thread(
+            _sample_padded, self.sampler, np.array([r.last for r in rows], np.int32),
+            np.stack([r.state for r in rows]), np.array([r.temperature for r in rows], np.float32),
+            np.array([r.random_seed for r in rows], np.int64),
+            np.array([r.position for r in rows], np.int32), steps, top_k)
+        for i, row in enumerate(rows):
+            row.state, row.last = states[i], int(last[i])
+            row.position += steps
+            row.chunks.put_nowait(ids[i])  # the row's coroutine turns ids into text
+        self._counts["characters"] += steps * len(rows)
+
+    async def _in_thread(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
+
+    def _leave_if_gone(self, row: _Row) -> bool:
+        """A cancelled or expired row leaves: its future is cancelled or gets TimeoutError."""
+        if row.abandoned and not row.future.done():
+            row.future.cancel()
+            row.chunks.put_nowait(_END)
+        elif asyncio.get_running_loop().time() >= row.deadline:
+            self._fail(row, TimeoutError(f"no result within {self.request_timeout_s} s"))
+        return row.future.done()
+
+    @staticmethod
+    def _fail(row: _Row, exc: BaseException) -> None:
+        if not row.future.done():
+            row.future.set_exception(exc)
+            row.chunks.put_nowait(_END)
+
+
+# helpers: validation, and the padded model calls that run in the worker thread ---------------------
+
+def _checked(length: int, temperature: float, top_k: int) -> tuple[int, float, int]:
+    try:
+        length, top_k, temperature = operator.index(length), operator.index(top_k), float(temperature)
+    except (TypeError, ValueError) as exc:
+        raise ValueError("length and top_k must be whole numbers, temperature a number") from exc
+    if length < 1:
+        raise ValueError("length must be at least 1")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError("temperature must be a finite number >= 0")
+    if top_k < 0:
+        raise ValueError("top_k must be >= 0")
+    return length, temperature, top_k
+
+
+def _bucket(n: int, least: int = 1) -> int:
+    """The power of two >= max(n, least). XLA compiles one program per shape: few shapes, few compiles."""
+    return max(least, 1 << max(0, n - 1).bit_length())
+
+
+def _chunk_steps(chunk_steps: int, least_remaining: int) -> int:
+    """A full chunk, or the largest power of two no row overshoots: a row's state is always the one
+    right after its own last character, and only a few step counts get compiled."""
+    if least_remaining >= chunk_steps:
+        return chunk_steps
+    return 1 << (least_remaining.bit_length() - 1)
+
+
+def _prime_padded(sampler: Sampler, seeds_ids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """sampler.prime over the batch padded to [power of two rows, power of two characters].
+
+    One filler row as long as the time bucket sets the time axis; the other fillers have one
+    character, so nothing to read. Returns (states [n, units], last ids [n]) of the real rows.
+    """
+    n = len(seeds_ids)
+    time = _bucket(max(len(s) - 1 for s in seeds_ids), _MIN_PRIME_TIME)
+    fillers = [np.ones(time + 1, np.int32)] + [np.ones(1, np.int32)] * (_bucket(n + 1) - n - 1)
+    states, last = sampler.prime(list(seeds_ids) + fillers)
+    return states[:n], last[:n]
+
+
+def _sample_padded(sampler: Sampler, last: np.ndarray, states: np.ndarray, temperatures: np.ndarray,
+                   random_seeds: np.ndarray, positions: np.ndarray, steps: int, top_k: int):
+    """sampler.sample over the batch padded to a power of two rows (greedy fillers from zeros).
+
+    Rows are independent, so fillers change nothing. Returns (ids [n, steps], states, last ids).
+    """
+    n, pad = len(last), _bucket(len(last)) - len(last)
+    if pad:
+        last = np.concatenate([last, np.ones(pad, np.int32)])
+        states = np.concatenate([states, np.zeros([pad, states.shape[1]], np.float32)])
+        temperatures = np.concatenate([temperatures, np.zeros(pad, np.float32)])
+        random_seeds = np.concatenate([random_seeds, np.zeros(pad, np.int64)])
+        positions = np.concatenate([positions, np.zeros(pad, np.int32)])
+    ids, states, last = sampler.sample(last, states, temperatures, steps, seeds=random_seeds,
+                                       positions=positions, top_k=top_k)
+    return ids[:n], states[:n], last[:n]

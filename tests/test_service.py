@@ -1,0 +1,157 @@
+"""The generation service over the tiny untrained model: batching, continuation, streaming, and
+robustness (a full queue, cancellation, model errors, timeouts). Structure, not quality."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from service.generation import Busy, GenerationService
+
+SEEDS = ["En un lugar de la Mancha, ", "¿Qué gigantes? dijo Sancho", "rocín flaco", "a",
+         "«Aquellos que allí ves», respondió su amo.\n" * 3]
+
+
+def request(i: int) -> dict:
+    """The i-th of a varied set: own seed, length, temperature, random seed; some with top_k."""
+    return dict(seed=SEEDS[i % len(SEEDS)], length=20 + (7 * i) % 60, temperature=(0.0, 0.7, 1.3)[i % 3],
+                random_seed=1000 + i, top_k=5 if i % 4 == 0 else 0)
+
+
+@pytest.fixture
+async def service(tiny_sampler):
+    async with GenerationService(tiny_sampler) as s:
+        yield s
+
+
+def blocking(sampler, monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """Make sampler.sample wait for `release` after signalling `entered`: a stuck worker."""
+    entered, release, sample = threading.Event(), threading.Event(), sampler.sample
+
+    def blocked(*args, **kwargs):
+        entered.set()
+        release.wait(10)
+        return sample(*args, **kwargs)
+
+    monkeypatch.setattr(sampler, "sample", blocked)
+    return entered, release
+
+
+async def test_concurrent_rows_equal_the_same_requests_alone(service):
+    alone = [await service.generate(**request(i)) for i in range(50)]
+    together = await asyncio.gather(*(service.generate(**request(i)) for i in range(50)))
+    for i, (a, b) in enumerate(zip(alone, together)):
+        assert len(b.text) == request(i)["length"]
+        assert b.text == a.text
+        assert b.last_char == a.last_char
+        np.testing.assert_allclose(b.state, a.state, atol=1e-5)
+    assert all(a.batch_size == 1 for a in alone)
+    assert max(b.batch_size for b in together) > 1
+
+
+async def test_greedy_continuation_from_a_state_equals_one_longer_generation(service):
+    whole = await service.generate("En un lugar", temperature=0, length=200)
+    first = await service.generate("En un lugar", temperature=0, length=37)
+    rest = await service.generate(state=first.state, last_char=first.last_char, temperature=0, length=163)
+    assert (first.seed, rest.seed) == ("En un lugar", "")
+    assert first.text + rest.text == whole.text
+    assert first.text[-1] == first.last_char
+    np.testing.assert_allclose(rest.state, whole.state, atol=1e-5)
+
+
+async def test_a_short_request_joins_a_running_long_one_and_finishes_first(service):
+    long = service.stream("En un lugar", length=3000, random_seed=1)
+    first_chunk = await anext(long)
+    short = await service.generate("rocín", length=10, random_seed=2)
+    assert len(short.text) == 10 and short.batch_size == 2
+    assert long.result is None
+    rest = [text async for text in long]
+    assert len(first_chunk + "".join(rest)) == 3000 == len(long.result.text)
+
+
+async def test_stream_chunks_make_up_the_final_text(service):
+    stream = service.stream("Sancho", length=60, random_seed=7)
+    chunks = [text async for text in stream]
+    assert len(chunks) > 1
+    assert "".join(chunks) == stream.result.text
+    assert stream.result.text == (await service.generate("Sancho", length=60, random_seed=7)).text
+
+
+async def test_a_full_queue_answers_busy_at_once(tiny_sampler, monkeypatch):
+    entered, release = blocking(tiny_sampler, monkeypatch)
+    async with GenerationService(tiny_sampler, queue_size=2) as service:
+        running = asyncio.create_task(service.generate("a", length=5))
+        assert await asyncio.to_thread(entered.wait, 10)
+        waiting = [service.stream("a", length=5), service.stream("b", length=5)]
+        with pytest.raises(Busy):
+            service.stream("c", length=5)
+        with pytest.raises(Busy):
+            await service.generate("d", length=5)
+        release.set()
+        assert len((await running).text) == 5
+        for stream in waiting:
+            assert len("".join([text async for text in stream])) == 5
+
+
+async def test_a_cancelled_request_leaves_and_the_others_are_untouched(service):
+    alone = [await service.generate(**request(i), ) for i in range(5)]
+    victim = asyncio.create_task(service.generate("a", length=100_000))
+    others = [asyncio.create_task(service.generate(**request(i))) for i in range(5)]
+    while service.stats().active < 6:
+        await asyncio.sleep(0.002)
+    victim.cancel()
+    assert [r.text for r in await asyncio.gather(*others)] == [r.text for r in alone]
+    assert victim.cancelled()
+    assert (await service.generate("a", length=5)).batch_size == 1  # the victim's row is gone
+    assert service.stats().active == 0
+
+
+async def test_a_model_error_reaches_every_caller_of_the_batch_and_the_next_request_works(
+        service, tiny_sampler, monkeypatch):
+    sample = tiny_sampler.sample
+    calls = []
+
+    def fails_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("device lost")
+        return sample(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_sampler, "sample", fails_once)
+    results = await asyncio.gather(*(service.generate("a", length=30) for _ in range(3)),
+                                   return_exceptions=True)
+    assert [str(r) for r in results] == ["device lost"] * 3
+    assert len((await service.generate("a", length=30)).text) == 30
+    assert service.stats().errors == 1
+
+
+async def test_a_stuck_request_times_out_and_the_service_goes_on(tiny_sampler, monkeypatch):
+    entered, release = blocking(tiny_sampler, monkeypatch)
+    async with GenerationService(tiny_sampler, request_timeout_s=0.3) as service:
+        with pytest.raises(TimeoutError):
+            await service.generate("a", length=5)
+        release.set()
+        monkeypatch.undo()
+        service.request_timeout_s = 30.0
+        assert len((await service.generate("a", length=5)).text) == 5
+        assert service.stats().active == 0
+
+
+async def test_unknown_seed_characters_are_reported(service):
+    result = await service.generate("En un lugar 😀 de la Mancha", length=5)
+    assert result.dropped == "😀"
+    assert result.seed == "En un lugar  de la Mancha"
+    assert not result.truncated
+    default = await service.generate("😀😀", length=5)
+    assert default.seed.startswith("En un lugar") and default.dropped == "😀"
+
+
+@pytest.mark.parametrize("bad", [dict(length=0), dict(temperature=-0.1), dict(temperature=float("nan")),
+                                 dict(temperature=float("inf")), dict(last_char="a"),
+                                 dict(state=np.zeros(3, np.float32), last_char="a")])
+async def test_bad_requests_are_refused(service, bad):
+    with pytest.raises(ValueError):
+        await service.generate(**bad)
