@@ -85,6 +85,41 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_chat(args) -> int:
+    import asyncio
+
+    from bot import console, logs
+    from bot.runtime import open_runtime
+
+    logs.setup(args.config.logging.level, args.config.logging.format)
+
+    async def session() -> None:
+        async with open_runtime(args.config) as runtime:
+            await console.run(runtime.commands, args.chat_id)
+
+    asyncio.run(session())
+    return 0
+
+
+def cmd_export(args) -> int:
+    from model import bundle
+    from model.export import export
+    from model.sampler import Sampler
+
+    b = bundle.load(_model_dir(args))
+    print(f"SavedModel written to {export(Sampler(b.network, b.vocab), args.out)}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from cli import bench
+    from model import bundle
+
+    results = bench.run(bundle.load(_model_dir(args)), quick=args.quick)
+    print(json.dumps(results, indent=1) if args.json else bench.table(results))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cervantes", description="A bot that writes like Cervantes.")
     p.add_argument("--config", metavar="PATH", help="config file (default: ./config.toml if present)")
@@ -122,6 +157,21 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest only")
     g.add_argument("--model", help="model folder (default: the shipped model)")
     g.set_defaults(func=cmd_generate)
+
+    c = sub.add_parser("chat", help="talk to the bot in this terminal (no token needed)")
+    c.add_argument("--chat-id", default="local", help="which chat's settings to use (default: local)")
+    c.set_defaults(func=cmd_chat)
+
+    x = sub.add_parser("export", help="write a SavedModel with a generating serving signature")
+    x.add_argument("--out", required=True, help="folder to write")
+    x.add_argument("--model", help="model folder (default: the shipped model)")
+    x.set_defaults(func=cmd_export)
+
+    b = sub.add_parser("bench", help="characters per second and latency against the notebook's way")
+    b.add_argument("--quick", action="store_true", help="fewer repeats")
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--model", help="model folder (default: the shipped model)")
+    b.set_defaults(func=cmd_bench)
     return p
 
 

@@ -1,0 +1,217 @@
+"""The bot's commands, written once for every platform.
+
+An adapter turns a message into a `Command` (bot.parsing), calls `Commands.run(chat, command, out)`
+and implements `Output`: how to send a reply, and how to show a reply that is still being written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator, Protocol
+
+from bot import messages
+from bot.parsing import Command, parse_int, parse_number
+from bot.ratelimit import RateLimiter
+from cli.config import ChatSection
+from service.generation import Busy, GenerationService
+from storage.repository import Continuation, Storage, StorageError
+
+log = logging.getLogger("cervantes.requests")
+
+TAIL_CHARS = 500  # text kept per chat to re-prime a new model after a retraining
+
+
+@dataclass(frozen=True)
+class ChatKey:
+    platform: str  # "telegram", "discord", "console"
+    chat_id: str
+
+    def __iter__(self):  # storage takes (platform, chat_id)
+        return iter((self.platform, self.chat_id))
+
+    @property
+    def hashed(self) -> str:
+        """What logs show instead of the chat id."""
+        return hashlib.sha256(f"{self.platform}:{self.chat_id}".encode()).hexdigest()[:12]
+
+
+class Output(Protocol):
+    async def send(self, text: str) -> None:
+        """Send a complete reply."""
+
+    async def stream(self, pieces: AsyncIterator[str]) -> None:
+        """Show a reply that grows as pieces arrive; the reply is all pieces joined."""
+
+
+class Commands:
+    def __init__(self, service: GenerationService, storage: Storage, chat: ChatSection, model_id: str):
+        self.service = service
+        self.storage = storage
+        self.chat = chat
+        self.model_id = model_id
+        self.limiter = RateLimiter(chat.rate_limit_per_minute)
+        self._handlers = {
+            "cervantes": self.cervantes, "continuar": self.continuar, "temperatura": self.temperatura,
+            "longitud": self.longitud, "olvidar": self.olvidar, "ayuda": self.ayuda, "start": self.ayuda,
+        }
+
+    async def run(self, chat: ChatKey, command: Command, out: Output) -> None:
+        handler = self._handlers.get(command.name)
+        if handler is None:
+            await out.send(messages.UNKNOWN_COMMAND)
+            return
+        await handler(chat, command.argument, out)
+
+    # --- generation ----------------------------------------------------------------------------
+
+    async def cervantes(self, chat: ChatKey, argument: str, out: Output) -> None:
+        """Continúa tu frase con la prosa de Don Quijote."""
+        await self._generate(chat, out, "cervantes", seed=argument)
+
+    async def continuar(self, chat: ChatKey, argument: str, out: Output) -> None:
+        """Sigue escribiendo justo donde lo dejó."""
+        stored = await self.storage.get_continuation(tuple(chat))
+        if stored is None:
+            await out.send(messages.NOTHING_TO_CONTINUE)
+            return
+        if stored.model_id != self.model_id:  # another model's state means nothing to this one
+            await self._generate(chat, out, "continuar", seed=stored.tail, show_seed=False,
+                                 note=messages.MODEL_CHANGED, previous_tail=stored.tail)
+        else:
+            await self._generate(chat, out, "continuar", state=stored.state, last_char=stored.last_char,
+                                 previous_tail=stored.tail)
+
+    async def _generate(self, chat: ChatKey, out: Output, name: str, seed: str | None = None,
+                        state=None, last_char=None, show_seed: bool = True, note: str = "",
+                        previous_tail: str = "") -> None:
+        wait = self.limiter.allow(chat)
+        if wait:
+            await out.send(messages.RATE_LIMITED.format(seconds=max(1, round(wait))))
+            return
+        settings = await self.storage.get_settings(tuple(chat))
+        temperature = settings.temperature if settings.temperature is not None else self.chat.temperature
+        length = settings.length if settings.length is not None else self.chat.length
+        started = time.perf_counter()
+        try:
+            stream = self.service.stream(seed, state=state, last_char=last_char,
+                                         temperature=temperature, length=length)
+        except Busy:
+            log.info("request", extra={"fields": {"platform": chat.platform, "chat": chat.hashed,
+                                                  "command": name, "outcome": "busy"}})
+            await out.send(messages.BUSY)
+            return
+        outcome = {"status": "ok"}
+        await out.stream(self._pieces(chat, stream, show_seed, note, previous_tail, outcome))
+        result = getattr(stream, "result", None)
+        log.info("request", extra={"fields": {
+            "platform": chat.platform, "chat": chat.hashed, "command": name, "outcome": outcome["status"],
+            "characters": len(result.text) if result else 0,
+            "latency_ms": round((time.perf_counter() - started) * 1000),
+            "batch_size": result.batch_size if result else 0}})
+
+    async def _pieces(self, chat: ChatKey, stream, show_seed: bool, note: str, previous_tail: str,
+                      outcome: dict) -> AsyncIterator[str]:
+        """The reply as it is written: the seed, the new text, then any notes. Never raises."""
+        produced = []
+        try:
+            async for piece in stream:
+                if not produced and show_seed and stream.seed is not None:
+                    yield stream.seed.text
+                produced.append(piece)
+                yield piece
+        except (asyncio.TimeoutError, TimeoutError):
+            outcome["status"] = "timeout"
+            yield ("\n\n" if produced else "") + messages.TIMEOUT
+            return
+        except Exception:
+            outcome["status"] = "error"
+            logging.getLogger(__name__).exception("generation failed for chat %s", chat.hashed)
+            yield ("\n\n" if produced else "") + messages.FAILED
+            return
+        result = stream.result
+        notes = [note] if note else []
+        if show_seed and result.dropped:
+            notes.append(messages.DROPPED.format(chars=" ".join(result.dropped)))
+        if show_seed and result.truncated:
+            notes.append(messages.TRUNCATED.format(n=self.chat.max_seed_chars))
+        tail = ((previous_tail if not show_seed else "") + result.seed + result.text)[-TAIL_CHARS:]
+        try:
+            await self.storage.save_continuation(tuple(chat), Continuation(
+                state=result.state, model_id=self.model_id, last_char=result.last_char, tail=tail))
+        except StorageError:
+            logging.getLogger(__name__).exception("continuation not saved for chat %s", chat.hashed)
+            notes.append(messages.NOT_SAVED)
+        if notes:
+            yield "\n\n" + "\n".join(notes)
+
+    # --- settings --------------------------------------------------------------------------------
+
+    async def temperatura(self, chat: ChatKey, argument: str, out: Output) -> None:
+        """Muestra o fija la temperatura: cuán atrevida es la escritura."""
+        c = self.chat
+        if not argument:
+            current = (await self.storage.get_settings(tuple(chat))).temperature
+            value = current if current is not None else c.temperature
+            await out.send(messages.TEMPERATURE_IS.format(value=_num(value), tmin=_num(c.min_temperature),
+                                                          tmax=_num(c.max_temperature)))
+            return
+        value = parse_number(argument)
+        if value is None or not c.min_temperature <= value <= c.max_temperature:
+            await out.send(messages.TEMPERATURE_BAD.format(tmin=_num(c.min_temperature),
+                                                           tmax=_num(c.max_temperature)))
+            return
+        await self._save(out, self.storage.set_temperature(tuple(chat), value),
+                         messages.TEMPERATURE_SET.format(value=_num(value)))
+
+    async def longitud(self, chat: ChatKey, argument: str, out: Output) -> None:
+        """Muestra o fija cuántos caracteres escribe."""
+        c = self.chat
+        if not argument:
+            current = (await self.storage.get_settings(tuple(chat))).length
+            await out.send(messages.LENGTH_IS.format(value=current or c.length, lmin=c.min_length,
+                                                     lmax=c.max_length))
+            return
+        value = parse_int(argument)
+        if value is None or not c.min_length <= value <= c.max_length:
+            await out.send(messages.LENGTH_BAD.format(lmin=c.min_length, lmax=c.max_length))
+            return
+        await self._save(out, self.storage.set_length(tuple(chat), value),
+                         messages.LENGTH_SET.format(value=value))
+
+    async def olvidar(self, chat: ChatKey, argument: str, out: Output) -> None:
+        """Borra todo lo que guarda de este chat."""
+        try:
+            deleted = await self.storage.forget(tuple(chat))
+        except StorageError:
+            logging.getLogger(__name__).exception("forget failed for chat %s", chat.hashed)
+            await out.send(messages.SETTING_NOT_SAVED)
+            return
+        self.limiter.forget(chat)
+        await out.send(messages.FORGOTTEN if deleted else messages.NOTHING_TO_FORGET)
+
+    async def ayuda(self, chat: ChatKey, argument: str, out: Output) -> None:
+        """Qué es este bot y cómo se usa."""
+        await out.send(self.help_text())
+
+    def help_text(self) -> str:
+        c = self.chat
+        return messages.HELP.format(tmin=_num(c.min_temperature), tmax=_num(c.max_temperature),
+                                    lmin=c.min_length, lmax=c.max_length)
+
+    async def _save(self, out: Output, write, confirmation: str) -> None:
+        try:
+            await write
+        except StorageError:
+            logging.getLogger(__name__).exception("setting not saved")
+            await out.send(messages.SETTING_NOT_SAVED)
+            return
+        await out.send(confirmation)  # only once the write is committed
+
+
+def _num(value: float) -> str:
+    """0.5 -> "0,5": numbers the Spanish way."""
+    return f"{value:g}".replace(".", ",")

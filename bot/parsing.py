@@ -1,0 +1,46 @@
+"""Reading what users type: which command, its argument, and numbers written the Spanish way."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+COMMANDS = ("cervantes", "continuar", "temperatura", "longitud", "olvidar", "ayuda", "start")
+
+# /cervantes@MiBot Sancho dijo  ->  ("cervantes", "MiBot", "Sancho dijo")
+_COMMAND = re.compile(r"^[/!]([A-Za-z_]+)(?:@([A-Za-z0-9_]+))?(?:\s+(.*))?$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str  # lower case; may be a command we do not know
+    argument: str  # everything after the command, stripped
+
+
+def parse(text: str, bot_username: str | None = None, prefixes: str = "/") -> Command | None:
+    """A command, or None for text that is not one (or is addressed to another bot)."""
+    text = text.strip()
+    if not text or text[0] not in prefixes:
+        return None
+    match = _COMMAND.match("/" + text[1:])
+    if not match:
+        return None
+    name, addressee, argument = match.groups()
+    if addressee and bot_username and addressee.lower() != bot_username.lower():
+        return None
+    return Command(name.lower(), (argument or "").strip())
+
+
+def parse_number(text: str) -> float | None:
+    """A finite decimal number, with a comma or a point: "0,5", "0.5", "1". None otherwise."""
+    text = text.strip().replace(",", ".", 1)
+    if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", text):
+        return None
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def parse_int(text: str) -> int | None:
+    text = text.strip()
+    return int(text) if re.fullmatch(r"[+-]?\d{1,9}", text) else None

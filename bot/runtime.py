@@ -1,0 +1,48 @@
+"""The shared resources, created once: the model, the generation service and the database."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+from bot.commands import Commands
+from cli.config import Config
+from service.generation import GenerationService
+from storage.repository import Storage
+
+
+@dataclass
+class Runtime:
+    config: Config
+    service: GenerationService
+    storage: Storage
+    commands: Commands
+    model_id: str
+
+
+def _choose_device(device: str) -> None:
+    import tensorflow as tf
+
+    if device == "cpu":
+        tf.config.set_visible_devices([], "GPU")
+    elif device == "gpu" and not tf.config.list_physical_devices("GPU"):
+        raise RuntimeError("[model] device = \"gpu\" but TensorFlow sees no GPU")
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
+    """Load the model, start the generation worker, open the database; close all on the way out."""
+    from model import bundle
+    from model.sampler import Sampler
+
+    _choose_device(config.model.device)
+    loaded = bundle.load(config.model.path or None)
+    g = config.generation
+    service = GenerationService(
+        Sampler(loaded.network, loaded.vocab), max_batch=g.max_batch, max_wait_ms=g.max_wait_ms,
+        chunk_steps=g.chunk_steps, queue_size=g.queue_size, request_timeout_s=g.request_timeout_s,
+        max_seed_chars=config.chat.max_seed_chars, strip_accents=loaded.hp.strip_accents)
+    async with service, await Storage.open(config.storage.path) as storage:
+        commands = Commands(service, storage, config.chat, loaded.model_id)
+        yield Runtime(config, service, storage, commands, loaded.model_id)

@@ -1,0 +1,197 @@
+"""The commands as a user meets them: a tiny model, the real service and a real SQLite file."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import pytest
+
+from bot import messages
+from bot.commands import ChatKey, Commands
+from bot.parsing import Command, parse
+from cli.config import ChatSection
+from service.generation import Busy, GenerationService
+from storage.repository import Continuation, Storage
+
+CHAT = ChatKey("telegram", "-100123")
+OTHER = ChatKey("telegram", "-100999")
+# greedy allowed (temperature 0) so that texts can be compared exactly
+SETTINGS = ChatSection(min_temperature=0.0, rate_limit_per_minute=0, length=120, min_length=10)
+
+
+class Recorder:
+    """An Output that keeps every reply, streamed or not, as the user would finally read it."""
+
+    def __init__(self):
+        self.replies: list[str] = []
+        self.streamed: list[list[str]] = []
+
+    async def send(self, text: str) -> None:
+        self.replies.append(text)
+
+    async def stream(self, pieces) -> None:
+        got = [p async for p in pieces]
+        self.streamed.append(got)
+        self.replies.append("".join(got))
+
+    @property
+    def last(self) -> str:
+        return self.replies[-1]
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "cervantes.db"
+
+
+@contextlib.asynccontextmanager
+async def bot(tiny_sampler, db_path, chat=SETTINGS, model_id="tiny-1", **service_args):
+    async with GenerationService(tiny_sampler, **service_args) as service, \
+            await Storage.open(db_path) as storage:
+        yield Commands(service, storage, chat, model_id)
+
+
+async def say(commands: Commands, text: str, chat: ChatKey = CHAT) -> str:
+    out = Recorder()
+    await commands.run(chat, parse(text), out)
+    return out.last
+
+
+async def test_cervantes_continues_the_seed(tiny_sampler, db_path):
+    async with bot(tiny_sampler, db_path) as c:
+        reply = await say(c, "/cervantes Sancho dijo")
+    assert reply.startswith("Sancho dijo")
+    assert len(reply) == len("Sancho dijo") + SETTINGS.length
+
+
+async def test_reply_is_streamed_in_pieces(tiny_sampler, db_path):
+    async with bot(tiny_sampler, db_path, chunk_steps=10) as c:
+        out = Recorder()
+        await c.run(CHAT, parse("/cervantes Sancho"), out)
+    assert len(out.streamed[0]) > 5 and out.streamed[0][0] == "Sancho"
+
+
+async def test_without_seed_the_default_opening(tiny_sampler, db_path):
+    async with bot(tiny_sampler, db_path) as c:
+        assert (await say(c, "/cervantes")).startswith("En un lugar de la Mancha")
+
+
+async def test_unknown_characters_are_dropped_and_mentioned(tiny_sampler, db_path):
+    async with bot(tiny_sampler, db_path) as c:
+        reply = await say(c, "/cervantes Sancho 🐴 dijo")
+    assert reply.startswith("Sancho  dijo")
+    assert reply.rstrip().endswith(messages.DROPPED.format(chars="🐴"))
+
+
+@pytest.mark.parametrize("value, shown", [("0,5", "0,5"), ("0.5", "0,5"), ("2", "2"), ("0.1", "0,1")])
+async def test_temperature_is_set_and_shown(tiny_sampler, db_path, value, shown):
+    async with bot(tiny_sampler, db_path, chat=ChatSection()) as c:
+        assert await say(c, f"/temperatura {value}") == messages.TEMPERATURE_SET.format(value=shown)
+        assert f"es {shown}." in await say(c, "/temperatura")
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "1e400", "inf", "0,05", "2.5", "0x1", "1/2", "٣"])
+async def test_bad_temperature_gets_the_valid_range(tiny_sampler, db_path, value):
+    async with bot(tiny_sampler, db_path, chat=ChatSection()) as c:
+        assert await say(c, f"/temperatura {value}") == messages.TEMPERATURE_BAD.format(tmin="0,1", tmax="2")
+        assert "es 0,5." in await say(c, "/temperatura")  # unchanged
+
+
+async def test_length_is_set_used_and_checked(tiny_sampler, db_path):
+    async with bot(tiny_sampler, db_path) as c:
+        assert await say(c, "/longitud 60") == messages.LENGTH_SET.format(value=60)
+        assert len(await say(c, "/cervantes Sancho")) == len("Sancho") + 60
+        for bad in ("5", "100000", "abc", "60.5", ""):
+            reply = await say(c, f"/longitud {bad}")
+            assert reply == (messages.LENGTH_BAD.format(lmin=10, lmax=1000) if bad else
+                             messages.LENGTH_IS.format(value=60, lmin=10, lmax=1000))
+
+
+async def test_continuar_goes_on_exactly_where_it_stopped(tiny_sampler, db_path):
+    async with bot(tiny_sampler, db_path) as c:
+        await say(c, "/temperatura 0")
+        await say(c, "/longitud 60")
+        first = await say(c, "/cervantes Sancho dijo")
+        second = await say(c, "/continuar")
+        third = await say(c, "/continuar")
+        whole = await c.service.generate("Sancho dijo", temperature=0.0, length=180)
+    assert first + second + third == "Sancho dijo" + whole.text
+
+
+async def test_settings_and_continuation_survive_a_restart(tiny_sampler, db_path):
+    async with bot(tiny_sampler, db_path) as c:
+        await say(c, "/temperatura 0")
+        await say(c, "/longitud 50")
+        await say(c, "/cervantes Rocinante")
+        stored = await c.storage.get_continuation(tuple(CHAT))
+        expected = await c.service.generate(state=stored.state, last_char=stored.last_char,
+                                            temperature=0.0, length=50)
+    # the same chat after a restart: a new service, a new connection, the same file
+    async with bot(tiny_sampler, db_path) as c:
+        assert "es 0." in await say(c, "/temperatura")
+        assert await say(c, "/continuar") == expected.text
+
+
+async def test_chats_never_see_each_other(tiny_sampler, db_path):
+    async with bot(tiny_sampler, db_path) as c:
+        await say(c, "/temperatura 1,5", CHAT)
+        await say(c, "/cervantes Sancho", CHAT)
+        assert "es 0,5." in await say(c, "/temperatura", OTHER)
+        assert await say(c, "/continuar", OTHER) == messages.NOTHING_TO_CONTINUE
+        discord_same_id = ChatKey("discord", CHAT.chat_id)
+        assert await say(c, "/continuar", discord_same_id) == messages.NOTHING_TO_CONTINUE
+
+
+async def test_olvidar_forgets_everything_of_the_chat(tiny_sampler, db_path):
+    async with bot(tiny_sampler, db_path) as c:
+        await say(c, "/temperatura 1,5")
+        await say(c, "/cervantes Sancho")
+        await say(c, "/temperatura 1", OTHER)
+        assert await say(c, "/olvidar") == messages.FORGOTTEN
+        assert await say(c, "/continuar") == messages.NOTHING_TO_CONTINUE
+        assert "es 0,5." in await say(c, "/temperatura")
+        assert "es 1." in await say(c, "/temperatura", OTHER)
+        assert await say(c, "/olvidar") == messages.NOTHING_TO_FORGET
+
+
+async def test_continuar_with_nothing_stored(tiny_sampler, db_path):
+    async with bot(tiny_sampler, db_path) as c:
+        assert await say(c, "/continuar") == messages.NOTHING_TO_CONTINUE
+
+
+async def test_state_of_another_model_is_not_fed_to_this_one(tiny_sampler, db_path):
+    async with bot(tiny_sampler, db_path, model_id="old-model") as c:
+        await say(c, "/cervantes Sancho dijo")
+    async with bot(tiny_sampler, db_path, model_id="new-model") as c:
+        reply = await say(c, "/continuar")
+        stored = await c.storage.get_continuation(tuple(CHAT))
+    assert reply.startswith(messages.MODEL_CHANGED) or messages.MODEL_CHANGED in reply
+    assert stored.model_id == "new-model"
+
+
+async def test_rate_limit_answers_politely(tiny_sampler, db_path):
+    limited = dataclasses.replace(SETTINGS, rate_limit_per_minute=2)
+    async with bot(tiny_sampler, db_path, chat=limited) as c:
+        await say(c, "/cervantes a")
+        await say(c, "/cervantes b")
+        assert await say(c, "/cervantes c") in {messages.RATE_LIMITED.format(seconds=s) for s in range(1, 61)}
+        assert (await say(c, "/cervantes d", OTHER)).startswith("d")  # other chats are not limited
+
+
+async def test_busy_queue_answers_try_again(tiny_sampler, db_path, monkeypatch):
+    async with bot(tiny_sampler, db_path) as c:
+        def full(*args, **kwargs):
+            raise Busy("full")
+
+        monkeypatch.setattr(c.service, "stream", full)
+        assert await say(c, "/cervantes Sancho") == messages.BUSY
+
+
+async def test_help_and_unknown_commands(tiny_sampler, db_path):
+    async with bot(tiny_sampler, db_path) as c:
+        for name in ("/ayuda", "/start"):
+            reply = await say(c, name)
+            for command in ("/cervantes", "/continuar", "/temperatura", "/longitud", "/olvidar", "/ayuda"):
+                assert command in reply
+        assert await say(c, "/bailar") == messages.UNKNOWN_COMMAND
