@@ -1,0 +1,12 @@
+"""Per-chat settings and continuations in SQLite: a small async repository and its migrations."""
+
+from storage.repository import (
+    TAIL_CHARS,
+    ChatKey,
+    Continuation,
+    Settings,
+    Storage,
+    StorageError,
+)
+
+__all__ = ["TAIL_CHARS", "ChatKey", "Continuation", "Settings", "Storage", "StorageError"]
