@@ -25,6 +25,7 @@ import numpy as np
 
 from model import seeds
 from model.sampler import Sampler
+from model.vocab import Vocab
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +82,15 @@ class _Row:
 class Stream:
     """`async for text in stream` yields each chunk's text as it is produced; then `stream.result`.
 
-    Errors (the model's, TimeoutError) are raised from the loop. A caller that stops reading early
-    calls `cancel()`, so the row leaves the batch at the next chunk boundary.
+    Errors (the model's; TimeoutError once request_timeout_s has passed since the request was made)
+    are raised from the loop. A caller that stops reading early calls `cancel()`, so the row leaves
+    the batch at the next chunk boundary; a cancelled reading task does so by itself.
     """
 
-    def __init__(self, row: _Row, service: "GenerationService", seed: seeds.Seed | None):
-        self.result: Result | None = None
-        self._row, self._service, self._seed = row, service, seed
+    def __init__(self, row: _Row, vocab: Vocab, seed: seeds.Seed | None):
+        self.seed = seed  # the cleaned seed, known at once (to show it first); None for a continuation
+        self.result: Result | None = None  # set when the iteration ends
+        self._row, self._vocab = row, vocab
         self._texts: list[str] = []
         self._done = False
 
@@ -108,7 +111,7 @@ class Stream:
             state, last = self._row.future.result()  # raises the worker's exception, if any
             self.result = self._finish(state, last)
             raise StopAsyncIteration
-        text = self._service.sampler.vocab.decode(item)
+        text = self._vocab.decode(item)
         self._texts.append(text)
         return text
 
@@ -117,9 +120,9 @@ class Stream:
         self._done = True
 
     def _finish(self, state: np.ndarray, last: int) -> Result:
-        seed = self._seed
+        seed = self.seed
         return Result(text="".join(self._texts), state=state,
-                      last_char=self._service.sampler.vocab.decode([last]),
+                      last_char=self._vocab.decode([last]),
                       seed=seed.text if seed else "", dropped=seed.dropped if seed else "",
                       truncated=seed.truncated if seed else False, batch_size=self._row.batch_size)
 
@@ -165,7 +168,8 @@ class GenerationService:
             await self._worker
         closed = RuntimeError("the generation service is closed")
         for row in [*self._active, *self._waiting]:
-            self._fail(row, closed)
+            if not self._leave_if_gone(row):
+                self._fail(row, closed)
         self._active, self._waiting = [], deque()
         self._executor.shutdown(wait=False, cancel_futures=True)  # a running model call just ends
         self._worker = self._executor = None
@@ -215,7 +219,7 @@ class GenerationService:
                    random_seed=secrets.randbits(63) if random_seed is None else random_seed % 2**63,
                    deadline=loop.time() + self.request_timeout_s)
         self._submit(row)
-        return Stream(row, self, cleaned)
+        return Stream(row, vocab, cleaned)
 
     def _checked_state(self, state: np.ndarray, last_char: str) -> tuple[np.ndarray, int]:
         state = np.asarray(state, np.float32)

@@ -74,6 +74,7 @@ async def test_a_short_request_joins_a_running_long_one_and_finishes_first(servi
 
 async def test_stream_chunks_make_up_the_final_text(service):
     stream = service.stream("Sancho", length=60, random_seed=7)
+    assert stream.seed.text == "Sancho" and stream.result is None
     chunks = [text async for text in stream]
     assert len(chunks) > 1
     assert "".join(chunks) == stream.result.text
@@ -97,7 +98,7 @@ async def test_a_full_queue_answers_busy_at_once(tiny_sampler, monkeypatch):
 
 
 async def test_a_cancelled_request_leaves_and_the_others_are_untouched(service):
-    alone = [await service.generate(**request(i), ) for i in range(5)]
+    alone = [await service.generate(**request(i)) for i in range(5)]
     victim = asyncio.create_task(service.generate("a", length=100_000))
     others = [asyncio.create_task(service.generate(**request(i))) for i in range(5)]
     while service.stats().active < 6:
