@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 .PHONY: run test install install-test clean
 
 run: install
-	$(BIN)/cervantes generate "En un lugar de la Mancha"
+	$(BIN)/cervantes serve
 
 test: install-test
 	$(BIN)/pytest -q

@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
 from typing import AsyncIterator, Protocol
 
 from bot import messages
@@ -18,25 +17,16 @@ from bot.parsing import Command, parse_int, parse_number
 from bot.ratelimit import RateLimiter
 from cli.config import ChatSection
 from service.generation import Busy, GenerationService
-from storage.repository import Continuation, Storage, StorageError
+from storage import ChatKey, Continuation, Storage, StorageError
 
 log = logging.getLogger("cervantes.requests")
 
 TAIL_CHARS = 500  # text kept per chat to re-prime a new model after a retraining
 
 
-@dataclass(frozen=True)
-class ChatKey:
-    platform: str  # "telegram", "discord", "console"
-    chat_id: str
-
-    def __iter__(self):  # storage takes (platform, chat_id)
-        return iter((self.platform, self.chat_id))
-
-    @property
-    def hashed(self) -> str:
-        """What logs show instead of the chat id."""
-        return hashlib.sha256(f"{self.platform}:{self.chat_id}".encode()).hexdigest()[:12]
+def tag(chat: ChatKey) -> str:
+    """What logs show instead of a chat id."""
+    return hashlib.sha256(f"{chat.platform}:{chat.chat_id}".encode()).hexdigest()[:12]
 
 
 class Output(Protocol):
@@ -74,7 +64,7 @@ class Commands:
 
     async def continuar(self, chat: ChatKey, argument: str, out: Output) -> None:
         """Sigue escribiendo justo donde lo dejó."""
-        stored = await self.storage.get_continuation(tuple(chat))
+        stored = await self.storage.get_continuation(chat)
         if stored is None:
             await out.send(messages.NOTHING_TO_CONTINUE)
             return
@@ -92,7 +82,7 @@ class Commands:
         if wait:
             await out.send(messages.RATE_LIMITED.format(seconds=max(1, round(wait))))
             return
-        settings = await self.storage.get_settings(tuple(chat))
+        settings = await self.storage.get_settings(chat)
         temperature = settings.temperature if settings.temperature is not None else self.chat.temperature
         length = settings.length if settings.length is not None else self.chat.length
         started = time.perf_counter()
@@ -100,7 +90,7 @@ class Commands:
             stream = self.service.stream(seed, state=state, last_char=last_char,
                                          temperature=temperature, length=length)
         except Busy:
-            log.info("request", extra={"fields": {"platform": chat.platform, "chat": chat.hashed,
+            log.info("request", extra={"fields": {"platform": chat.platform, "chat": tag(chat),
                                                   "command": name, "outcome": "busy"}})
             await out.send(messages.BUSY)
             return
@@ -108,7 +98,7 @@ class Commands:
         await out.stream(self._pieces(chat, stream, show_seed, note, previous_tail, outcome))
         result = getattr(stream, "result", None)
         log.info("request", extra={"fields": {
-            "platform": chat.platform, "chat": chat.hashed, "command": name, "outcome": outcome["status"],
+            "platform": chat.platform, "chat": tag(chat), "command": name, "outcome": outcome["status"],
             "characters": len(result.text) if result else 0,
             "latency_ms": round((time.perf_counter() - started) * 1000),
             "batch_size": result.batch_size if result else 0}})
@@ -129,7 +119,7 @@ class Commands:
             return
         except Exception:
             outcome["status"] = "error"
-            logging.getLogger(__name__).exception("generation failed for chat %s", chat.hashed)
+            logging.getLogger(__name__).exception("generation failed for chat %s", tag(chat))
             yield ("\n\n" if produced else "") + messages.FAILED
             return
         result = stream.result
@@ -140,10 +130,10 @@ class Commands:
             notes.append(messages.TRUNCATED.format(n=self.chat.max_seed_chars))
         tail = ((previous_tail if not show_seed else "") + result.seed + result.text)[-TAIL_CHARS:]
         try:
-            await self.storage.save_continuation(tuple(chat), Continuation(
+            await self.storage.save_continuation(chat, Continuation(
                 state=result.state, model_id=self.model_id, last_char=result.last_char, tail=tail))
         except StorageError:
-            logging.getLogger(__name__).exception("continuation not saved for chat %s", chat.hashed)
+            logging.getLogger(__name__).exception("continuation not saved for chat %s", tag(chat))
             notes.append(messages.NOT_SAVED)
         if notes:
             yield "\n\n" + "\n".join(notes)
@@ -154,7 +144,7 @@ class Commands:
         """Muestra o fija la temperatura: cuán atrevida es la escritura."""
         c = self.chat
         if not argument:
-            current = (await self.storage.get_settings(tuple(chat))).temperature
+            current = (await self.storage.get_settings(chat)).temperature
             value = current if current is not None else c.temperature
             await out.send(messages.TEMPERATURE_IS.format(value=_num(value), tmin=_num(c.min_temperature),
                                                           tmax=_num(c.max_temperature)))
@@ -164,14 +154,14 @@ class Commands:
             await out.send(messages.TEMPERATURE_BAD.format(tmin=_num(c.min_temperature),
                                                            tmax=_num(c.max_temperature)))
             return
-        await self._save(out, self.storage.set_temperature(tuple(chat), value),
+        await self._save(out, self.storage.set_temperature(chat, value),
                          messages.TEMPERATURE_SET.format(value=_num(value)))
 
     async def longitud(self, chat: ChatKey, argument: str, out: Output) -> None:
         """Muestra o fija cuántos caracteres escribe."""
         c = self.chat
         if not argument:
-            current = (await self.storage.get_settings(tuple(chat))).length
+            current = (await self.storage.get_settings(chat)).length
             await out.send(messages.LENGTH_IS.format(value=current or c.length, lmin=c.min_length,
                                                      lmax=c.max_length))
             return
@@ -179,15 +169,15 @@ class Commands:
         if value is None or not c.min_length <= value <= c.max_length:
             await out.send(messages.LENGTH_BAD.format(lmin=c.min_length, lmax=c.max_length))
             return
-        await self._save(out, self.storage.set_length(tuple(chat), value),
+        await self._save(out, self.storage.set_length(chat, value),
                          messages.LENGTH_SET.format(value=value))
 
     async def olvidar(self, chat: ChatKey, argument: str, out: Output) -> None:
         """Borra todo lo que guarda de este chat."""
         try:
-            deleted = await self.storage.forget(tuple(chat))
+            deleted = await self.storage.forget(chat)
         except StorageError:
-            logging.getLogger(__name__).exception("forget failed for chat %s", chat.hashed)
+            logging.getLogger(__name__).exception("forget failed for chat %s", tag(chat))
             await out.send(messages.SETTING_NOT_SAVED)
             return
         self.limiter.forget(chat)

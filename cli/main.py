@@ -101,6 +101,17 @@ def cmd_chat(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import asyncio
+
+    from bot import logs
+    from bot.serve import serve
+
+    logs.setup(args.config.logging.level, args.config.logging.format)
+    asyncio.run(serve(args.config, os.environ))
+    return 0
+
+
 def cmd_export(args) -> int:
     from model import bundle
     from model.export import export
@@ -161,6 +172,10 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("chat", help="talk to the bot in this terminal (no token needed)")
     c.add_argument("--chat-id", default="local", help="which chat's settings to use (default: local)")
     c.set_defaults(func=cmd_chat)
+
+    s = sub.add_parser("serve", help="run the Telegram and Discord adapters whose tokens are set "
+                                     "(TELEGRAM_TOKEN, DISCORD_TOKEN); the console when none is")
+    s.set_defaults(func=cmd_serve)
 
     x = sub.add_parser("export", help="write a SavedModel with a generating serving signature")
     x.add_argument("--out", required=True, help="folder to write")

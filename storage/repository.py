@@ -262,8 +262,8 @@ class Storage:
             if not rows:
                 return Settings()
             temperature, length = rows[0]
-            if temperature is not None and not (_is_finite_number(temperature) and temperature > 0):
-                why = f"temperature {temperature!r:.20} is not a positive finite number"
+            if temperature is not None and not (_is_finite_number(temperature) and temperature >= 0):
+                why = f"temperature {temperature!r:.20} is not a finite number >= 0"
             elif length is not None and not (isinstance(length, int) and length > 0):
                 why = f"length {length!r:.20} is not a positive integer"
             else:
@@ -277,9 +277,9 @@ class Storage:
     """
 
     async def set_temperature(self, key: ChatKey | tuple[str, str | int], value: float | None) -> None:
-        """None goes back to the configured default. Ranges are the caller's business; this wants > 0."""
-        if value is not None and not (_is_finite_number(value) and value > 0):
-            raise ValueError(f"temperature must be a positive finite number or None, got {value!r}")
+        """None goes back to the configured default. Ranges are the caller's business; this wants >= 0 (0 is greedy)."""
+        if value is not None and not (_is_finite_number(value) and value >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0 or None, got {value!r}")
         key = _key(key)
         async with self._locked("save the temperature") as db, self._transaction(db):
             await db.execute(self._UPSERT_TEMPERATURE, (*key, None if value is None else float(value)))

@@ -12,7 +12,7 @@ from bot.commands import ChatKey, Commands
 from bot.parsing import Command, parse
 from cli.config import ChatSection
 from service.generation import Busy, GenerationService
-from storage.repository import Continuation, Storage
+from storage import Continuation, Storage
 
 CHAT = ChatKey("telegram", "-100123")
 OTHER = ChatKey("telegram", "-100999")
