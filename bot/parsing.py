@@ -35,7 +35,7 @@ def parse(text: str, bot_username: str | None = None, prefixes: str = "/") -> Co
 def parse_number(text: str) -> float | None:
     """A finite decimal number, with a comma or a point: "0,5", "0.5", "1". None otherwise."""
     text = text.strip().replace(",", ".", 1)
-    if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", text):
+    if not re.fullmatch(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?", text):
         return None
     value = float(text)
     return value if math.isfinite(value) else None
@@ -43,4 +43,4 @@ def parse_number(text: str) -> float | None:
 
 def parse_int(text: str) -> int | None:
     text = text.strip()
-    return int(text) if re.fullmatch(r"[+-]?\d{1,9}", text) else None
+    return int(text) if re.fullmatch(r"[+-]?[0-9]{1,9}", text) else None
