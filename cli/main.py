@@ -112,6 +112,23 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_loadtest(args) -> int:
+    import asyncio
+
+    from cli import loadtest
+
+    rounds = asyncio.run(loadtest.run(args.config, args.chats, args.commands, args.rounds))
+    if args.json:
+        print(json.dumps(rounds, indent=1))
+    else:
+        for i, r in enumerate(rounds, 1):
+            print(f"round {i}: {r['answered']}/{r['commands']} answered, exactly once: {r['exactly_once']}, "
+                  f"misrouted: {r['misrouted']}, p50 {r['p50_s']:.2f} s, p95 {r['p95_s']:.2f} s, "
+                  f"p99 {r['p99_s']:.2f} s, {r['commands_per_s']:.1f} commands/s, "
+                  f"peak memory {r['peak_rss_mib']:.0f} MiB")
+    return 0 if all(r["exactly_once"] and not r["misrouted"] for r in rounds) else 1
+
+
 def cmd_export(args) -> int:
     from model import bundle
     from model.export import export
@@ -176,6 +193,13 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the Telegram and Discord adapters whose tokens are set "
                                      "(TELEGRAM_TOKEN, DISCORD_TOKEN); the console when none is")
     s.set_defaults(func=cmd_serve)
+
+    lt = sub.add_parser("loadtest", help="simulated chats through the real commands, service and database")
+    lt.add_argument("--chats", type=int, default=200)
+    lt.add_argument("--commands", type=int, default=5, help="commands per chat")
+    lt.add_argument("--rounds", type=int, default=3, help="repeat, to see memory growth")
+    lt.add_argument("--json", action="store_true")
+    lt.set_defaults(func=cmd_loadtest)
 
     x = sub.add_parser("export", help="write a SavedModel with a generating serving signature")
     x.add_argument("--out", required=True, help="folder to write")
