@@ -8,11 +8,13 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
+
 from bot import messages
 from bot.commands import Commands
 from cli.config import ChatSection
 from service.generation import GenerationService
-from storage import ChatKey, Storage, StorageError
+from storage import ChatKey, Continuation, Storage, StorageError
 from test_commands import say
 
 CHAT = ChatKey("telegram", "42")
@@ -82,7 +84,11 @@ async def test_full_disk_keeps_generating_and_says_so(tiny_sampler, tmp_path):
         c = _commands(service, storage)
         (pages,) = (await storage._db.execute_fetchall("PRAGMA page_count"))[0]
         await storage._db.execute(f"PRAGMA max_page_count = {pages}")  # no page more: SQLITE_FULL
+        filler = Continuation(state=np.zeros(16, np.float32), model_id="tiny", last_char="a", tail="a")
         with contextlib.suppress(StorageError):  # fill what room is left in the pages there are
+            for i in range(10_000):
+                await storage.save_continuation(("filler", str(i)), filler)
+        with contextlib.suppress(StorageError):
             for i in range(10_000):
                 await storage.set_length(("filler", str(i)), 100)
         reply = await say(c, "/cervantes Sancho", CHAT)
