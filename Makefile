@@ -23,6 +23,7 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[test]'
+	npm ci --prefix tests/telegram_emulator
 	touch $@
 
 clean:

@@ -1,0 +1,316 @@
+"""The Telegram adapter: python-telegram-bot's Application over Commands.
+
+One handler reads every new text message, parses it (`/cervantes@ThisBot ...` in groups), and calls
+`Commands.run` with a `TelegramOutput`. Replies are plain text (no parse_mode: a seed cannot inject
+formatting). A streamed reply shows "typing", posts its first message when the first piece arrives
+and is edited in place as it grows, at most once per `edit_interval_s` per chat, with a last edit
+holding the full text; past 4096 characters it goes on in a new message. Telegram errors are logged
+and never raised into the bot; a message that may have been posted is never posted again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import time
+import warnings
+from datetime import timedelta
+from typing import AsyncIterator
+from urllib.parse import urlsplit
+
+import httpx
+from telegram import BotCommand, Update
+from telegram.constants import ChatAction, ChatType
+from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError, TimedOut
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
+
+from bot.commands import ChatKey, Commands
+from bot.parsing import COMMANDS, parse
+from cli.config import TelegramSection
+
+log = logging.getLogger(__name__)
+
+MAX_UNITS = 4096  # Telegram's limit for one message, in UTF-16 code units
+TYPING_EVERY_S = 4.5  # a chat action shows for 5 s
+RETRIES = 3  # more tries after a failed request (RetryAfter, network trouble)
+BACKOFF_S = 0.5  # first wait after a network error; doubles each try
+_TOKEN = re.compile(r"\d{5,}:[A-Za-z0-9_-]{20,}")
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)  # never left this machine
+
+
+def _describe(exc: BaseException) -> str:
+    """An error for the logs, with anything shaped like a bot token blanked."""
+    return _TOKEN.sub("<token>", f"{type(exc).__name__}: {exc}")
+
+
+class _HideTokens(logging.Filter):
+    """Blanks bot tokens in the records of the loggers that print request URLs (the token is in them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if _TOKEN.search(message):
+            record.msg, record.args = _TOKEN.sub("<token>", message), ()
+        return True
+
+
+_HIDE_TOKENS = _HideTokens()
+for _name in ("httpx", "telegram.Bot", "telegram.ext.ExtBot"):  # PTB logs its API URL at DEBUG
+    logging.getLogger(_name).addFilter(_HIDE_TOKENS)
+
+
+def _maybe_done(exc: TelegramError) -> bool:
+    """The request went out and no answer came back: Telegram may have carried it out.
+
+    An error answer (5xx, "Bad Gateway") means it did not, and a request that never left cannot
+    have; after a read timeout or a dropped connection, posting again could post twice.
+    """
+    cause = exc.__cause__
+    return isinstance(cause, httpx.TransportError) and not isinstance(cause, _NOT_SENT)
+
+
+def _units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def split(text: str, limit: int = MAX_UNITS) -> list[str]:
+    """Parts of at most `limit` UTF-16 units, cut after the last line break or space when there is one.
+
+    A cut depends only on the text before it, so a growing reply never moves its earlier cuts.
+    """
+    parts = []
+    while _units(text) > limit:
+        end = min(len(text), limit)
+        while (excess := _units(text[:end]) - limit) > 0:  # astral characters count twice
+            end -= max(1, excess // 2)
+        cut = max(text.rfind("\n", 0, end), text.rfind(" ", 0, end)) + 1
+        cut = cut if cut > 0 else end
+        parts.append(text[:cut])
+        text = text[cut:]
+    parts.append(text)
+    return parts
+
+
+class EditPacer:
+    """At most one edit per chat every `interval` seconds, shared by all of that chat's replies."""
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self._next: dict[int, float] = {}  # chat id -> monotonic time of its next free slot
+
+    def take_if_free(self, chat_id: int) -> bool:
+        now = time.monotonic()
+        if now < self._next.get(chat_id, 0.0):
+            return False
+        self._reserve(chat_id, now + self.interval)
+        return True
+
+    async def take(self, chat_id: int) -> None:
+        """Wait for the chat's next free slot and take it."""
+        now = time.monotonic()
+        slot = max(now, self._next.get(chat_id, 0.0))
+        self._reserve(chat_id, slot + self.interval)
+        await asyncio.sleep(slot - now)
+
+    def hold(self, chat_id: int, seconds: float) -> None:
+        """Telegram asked this chat to slow down: no slot before then."""
+        self._reserve(chat_id, max(self._next.get(chat_id, 0.0), time.monotonic() + seconds))
+
+    def _reserve(self, chat_id: int, until: float) -> None:
+        if len(self._next) > 10_000:  # forget chats whose slot has long passed
+            now = time.monotonic()
+            self._next = {c: t for c, t in self._next.items() if t > now}
+        self._next[chat_id] = until
+
+
+class TelegramOutput:
+    """One command's reply in one chat: the `Output` that Commands writes to."""
+
+    def __init__(self, bot, chat_id: int, chat: ChatKey, pacer: EditPacer):
+        self.bot = bot
+        self.chat_id = chat_id
+        self.chat = chat
+        self.pacer = pacer
+        self._message_id: int | None = None  # the message being written
+        self._shown = ""  # what it says now
+        self._offset = 0  # characters of the reply already in earlier, finished messages
+        self._gave_up = False  # a post failed: it may exist after all, so post nothing more
+
+    async def send(self, text: str) -> None:
+        for part in split(text):
+            await self._post(part)
+
+    async def stream(self, pieces: AsyncIterator[str]) -> None:
+        typing = asyncio.create_task(self._typing())
+        try:
+            text = ""
+            async for piece in pieces:  # read to the end even when Telegram fails: the state gets saved
+                text += piece
+                await self._show(text, final=False)
+            await self._show(text, final=True)
+        finally:
+            typing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await typing
+
+    async def _typing(self) -> None:
+        while True:
+            await self._call("sendChatAction", lambda: self.bot.send_chat_action(self.chat_id, ChatAction.TYPING))
+            await asyncio.sleep(TYPING_EVERY_S)
+
+    async def _show(self, text: str, final: bool) -> None:
+        *finished, current = split(text[self._offset:])
+        for part in finished:  # the current message is full: settle it, go on in a new one
+            await self._edit(part, final=True)
+            self._offset += len(part)
+            self._message_id, self._shown = None, ""
+        await self._edit(current, final)
+
+    async def _edit(self, part: str, final: bool) -> None:
+        if self._message_id is None:
+            await self._post(part)
+            if self._message_id is not None:
+                self.pacer.hold(self.chat_id, self.pacer.interval)  # no edit right on the heels of a post
+            return
+        if part == self._shown or not part.strip():
+            return
+        if final:
+            await self.pacer.take(self.chat_id)
+        elif not self.pacer.take_if_free(self.chat_id):
+            return  # a later edit will show it
+        edited = await self._call("editMessageText", lambda: self.bot.edit_message_text(
+            part, chat_id=self.chat_id, message_id=self._message_id), patient=final)
+        if edited:
+            self._shown = part
+
+    async def _post(self, part: str) -> None:
+        if self._gave_up or not part.strip():  # Telegram refuses blank messages: wait for more
+            return
+        message = await self._call("sendMessage", lambda: self.bot.send_message(self.chat_id, part),
+                                   idempotent=False)
+        if message:
+            self._message_id, self._shown = message.message_id, part
+        else:
+            self._gave_up = True
+
+    async def _call(self, method: str, request, idempotent: bool = True, patient: bool = True):
+        """The request's result; True for "message is not modified"; None when it failed for good.
+
+        RetryAfter is waited out (an impatient call skips instead and leaves the wait to the pacer);
+        network trouble is retried with backoff, unless the request is a post that may have been done.
+        """
+        for attempt in range(RETRIES + 1):
+            last = attempt == RETRIES
+            try:
+                return await request()
+            except RetryAfter as exc:
+                delay = _seconds(exc)
+                self.pacer.hold(self.chat_id, delay)
+                if last or not patient:
+                    log.warning("%s for chat %s: rate limited for %.0f s", method, self.chat.hashed, delay)
+                    return None
+                await asyncio.sleep(delay)
+            except BadRequest as exc:
+                if "message is not modified" in exc.message.lower():
+                    return True
+                log.warning("%s refused for chat %s: %s", method, self.chat.hashed, _describe(exc))
+                return None
+            except (TimedOut, NetworkError) as exc:
+                if last or (not idempotent and _maybe_done(exc)):
+                    log.warning("%s failed for chat %s: %s", method, self.chat.hashed, _describe(exc))
+                    return None
+                await asyncio.sleep(BACKOFF_S * 2**attempt)
+            except TelegramError as exc:  # Forbidden (blocked by the user), ChatMigrated, ...
+                log.warning("%s failed for chat %s: %s", method, self.chat.hashed, _describe(exc))
+                return None
+        return None
+
+
+def _seconds(exc: RetryAfter) -> float:
+    with warnings.catch_warnings():  # PTB 22 warns that this becomes a timedelta
+        warnings.simplefilter("ignore")
+        value = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+class TelegramAdapter:
+    def __init__(self, commands: Commands, config: TelegramSection, token: str):
+        if config.mode not in ("polling", "webhook"):
+            raise ValueError(f'[telegram] mode must be "polling" or "webhook", not {config.mode!r}')
+        if config.mode == "webhook" and not config.webhook_url:
+            raise ValueError('[telegram] mode = "webhook" needs webhook_url')
+        self.commands = commands
+        self.config = config
+        self.pacer = EditPacer(config.edit_interval_s)
+        # concurrent_updates: replies to many chats are generated together, in one batch
+        self.application: Application = (
+            ApplicationBuilder().token(token).base_url(config.base_url).concurrent_updates(True).build())
+        self.application.add_handler(MessageHandler(filters.TEXT & filters.UpdateType.MESSAGE, self._on_message))
+        self.application.add_error_handler(self._on_error)
+
+    async def start(self) -> None:
+        """Log in (getMe), publish the command menu, then receive updates by polling or webhook."""
+        app = self.application
+        try:
+            await app.initialize()
+        except InvalidToken:
+            raise RuntimeError("Telegram rejected the bot token (TELEGRAM_TOKEN)") from None
+        try:
+            await self._publish_commands()
+            if self.config.mode == "webhook":
+                await app.updater.start_webhook(
+                    listen=self.config.listen, port=self.config.port,
+                    url_path=urlsplit(self.config.webhook_url).path.lstrip("/"),
+                    webhook_url=self.config.webhook_url, allowed_updates=[Update.MESSAGE],
+                    secret_token=os.environ.get("TELEGRAM_WEBHOOK_SECRET") or None)
+            else:
+                await app.updater.start_polling(allowed_updates=[Update.MESSAGE])
+            await app.start()
+        except BaseException:
+            try:
+                await self.stop()
+            except Exception as exc:  # the first error is the one to report
+                log.warning("telegram adapter did not stop cleanly: %s", _describe(exc))
+            raise
+        log.info("telegram bot @%s receiving updates by %s", app.bot.username, self.config.mode)
+
+    async def stop(self) -> None:
+        """Stop receiving, let the replies in flight finish, close the connections. Safe to repeat."""
+        app = self.application
+        if app.updater is not None and app.updater.running:
+            await app.updater.stop()
+        if app.running:
+            await app.stop()
+        await app.shutdown()
+
+    async def _publish_commands(self) -> None:
+        menu = [BotCommand(name, _summary(getattr(self.commands, name).__doc__))
+                for name in COMMANDS if getattr(getattr(self.commands, name, None), "__doc__", None)]
+        try:
+            await self.application.bot.set_my_commands(menu)
+        except TelegramError as exc:  # the bot works without its menu
+            log.warning("setMyCommands failed: %s", _describe(exc))
+
+    async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.message
+        command = parse(message.text, context.bot.username)
+        if command is None:
+            return
+        if command.name not in COMMANDS and message.chat.type != ChatType.PRIVATE:
+            return  # in a group, a command we do not know is likely another bot's
+        chat = ChatKey("telegram", str(message.chat_id))
+        await self.commands.run(chat, command, TelegramOutput(context.bot, message.chat_id, chat, self.pacer))
+
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        error = context.error
+        if isinstance(error, TelegramError):
+            log.warning("telegram: %s", _describe(error))
+        else:
+            log.error("telegram handler failed: %s", _describe(error), exc_info=error)
+
+
+def _summary(docstring: str) -> str:
+    """A handler's docstring as a menu entry: its first line, within Telegram's 256 characters."""
+    return docstring.strip().splitlines()[0].strip()[:256]

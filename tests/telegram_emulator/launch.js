@@ -1,0 +1,249 @@
+'use strict';
+// telegram-test-api 4.2.1 as the Bot API peer of tests/test_telegram.py.
+//
+//   node launch.js --port 9000 [--host 127.0.0.1] [--username CervantesTestBot]
+//
+// Prints "listening on http://HOST:PORT" once it accepts requests. The package alone does not
+// carry python-telegram-bot 22: getMe lacks `is_bot`, sendMessage answers `date` in milliseconds,
+// editMessageText answers null, sendChatAction/setMyCommands/getMyCommands/getWebhookInfo are
+// missing (HTTP 500), and getUpdates ignores `offset` and `timeout` and marks updates read as
+// soon as it answers, even to a long poll whose client has gone. The routes below go in front of
+// the built-in ones and give those methods the Bot API's behaviour, errors included (400 "message
+// is not modified", "message is too long", ...). Two client routes of ours help the test:
+//   POST /calls    {token}                     every Bot API call the bot made, in order
+//   POST /failNext {token, method, error_code, description, retry_after, times}
+//                                              the bot's next `times` calls of `method` fail
+//                                              with that error (429 + retry_after: RetryAfter)
+const TelegramServer = require('telegram-test-api');
+const { routes } = require('telegram-test-api/lib/routes/index');
+
+function option(name, fallback) {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
+}
+
+const host = option('host', '127.0.0.1');
+const port = Number(option('port', '9000'));
+const BOT = {
+  id: 6660001, is_bot: true, first_name: 'Cervantes', username: option('username', 'CervantesTestBot'),
+  can_join_groups: true, can_read_all_group_messages: false, supports_inline_queries: false,
+};
+const MAX_TEXT = 4096;
+
+const calls = []; // {token, method, params, at}
+const failures = []; // {token, method, error_code, description, retry_after, times}
+const commands = {}; // token -> BotCommand[]
+
+// Form fields arrive as strings; structured ones (commands, reply_markup) as JSON strings.
+function param(body, name) {
+  const value = body[name];
+  if (typeof value !== 'string') return value;
+  try { return JSON.parse(value); } catch (e) { return value; }
+}
+
+function fail(res, code, description, parameters) {
+  res.status(code).json({ ok: false, error_code: code, description, ...(parameters ? { parameters } : {}) });
+}
+
+function seconds(millis) { return Math.floor(millis / 1000); }
+
+function patchedRoutes(app, server) {
+  server.setMaxListeners(1000); // one listener per waiting long poll
+
+  // What a chat looks like, from the users' messages to it (the package answers 'private' always).
+  function chatOf(chatId) {
+    const seen = [...server.storage.userMessages].reverse()
+      .find((u) => u.message && u.message.chat && String(u.message.chat.id) === String(chatId));
+    return seen ? seen.message.chat : { id: Number(chatId), type: 'private', first_name: 'Test' };
+  }
+
+  function findBotMessage(token, chatId, messageId) {
+    return server.storage.botMessages.find((m) => m.botToken === token
+      && String(m.message.chat_id) === String(chatId) && String(m.messageId) === String(messageId));
+  }
+
+  function asMessage(stored) {
+    const out = {
+      message_id: stored.messageId, from: BOT, chat: chatOf(stored.message.chat_id),
+      date: seconds(stored.time), text: stored.message.text,
+    };
+    if (stored.editTime) out.edit_date = seconds(stored.editTime);
+    return out;
+  }
+
+  function checkText(res, text) {
+    if (typeof text !== 'string' || !text.trim()) { fail(res, 400, 'Bad Request: message text is empty'); return false; }
+    if (text.length > MAX_TEXT) { fail(res, 400, 'Bad Request: message is too long'); return false; }
+    return true;
+  }
+
+  // Every bot call: record it, then fail it if the test asked for that.
+  app.all('/bot:token/:method', (req, res, next) => {
+    const { token, method } = req.params;
+    const params = { ...req.query, ...req.body };
+    if (method !== 'getUpdates') calls.push({ token, method, params, at: Date.now() });
+    const i = failures.findIndex((f) => f.token === token && f.method === method);
+    if (i >= 0) {
+      const f = failures[i];
+      f.times -= 1;
+      if (f.times <= 0) failures.splice(i, 1);
+      fail(res, f.error_code, f.description, f.retry_after ? { retry_after: f.retry_after } : undefined);
+      return;
+    }
+    next();
+  });
+
+  app.all('/bot:token/getMe', (req, res) => res.json({ ok: true, result: BOT }));
+
+  // Long polling as the Bot API does it: `offset` confirms (and drops) every earlier update,
+  // nothing is marked read by being answered, and an empty answer waits up to `timeout` seconds.
+  app.all('/bot:token/getUpdates', (req, res) => {
+    const { token } = req.params;
+    const body = { ...req.query, ...req.body };
+    const offset = Number(body.offset || 0);
+    const timeout = Math.min(Number(body.timeout || 0), 50);
+    const limit = Math.max(1, Math.min(Number(body.limit || 100), 100));
+    if (offset > 0) {
+      server.storage.userMessages = server.storage.userMessages
+        .filter((u) => u.botToken !== token || u.updateId >= offset);
+    }
+    const pending = () => server.storage.userMessages
+      .filter((u) => u.botToken === token && u.updateId >= offset)
+      .slice(0, limit)
+      .map((u) => {
+        const update = TelegramServer.formatUpdate(u);
+        if (update.message) delete update.message.botToken;
+        return update;
+      });
+    const answer = () => res.json({ ok: true, result: pending() });
+    if (timeout <= 0 || pending().length) { answer(); return; }
+    let timer = null;
+    const wake = () => {
+      if (!pending().length) return;
+      done();
+      answer();
+    };
+    const done = () => {
+      clearTimeout(timer);
+      server.off('AddedUserMessage', wake);
+      server.off('AddedUserCommand', wake);
+    };
+    server.on('AddedUserMessage', wake);
+    server.on('AddedUserCommand', wake);
+    timer = setTimeout(() => { done(); answer(); }, timeout * 1000);
+    res.on('close', () => { if (!res.writableFinished) done(); }); // the client gave up waiting
+  });
+
+  app.all('/bot:token/sendMessage', (req, res) => {
+    const { token } = req.params;
+    if (!req.body.chat_id) { fail(res, 400, 'Bad Request: chat not found'); return; }
+    if (!checkText(res, req.body.text)) return;
+    const sent = server.addBotMessage({ ...req.body }, token);
+    const stored = findBotMessage(token, req.body.chat_id, sent.message_id);
+    res.json({ ok: true, result: asMessage(stored) });
+  });
+
+  app.all('/bot:token/editMessageText', (req, res) => {
+    const { token } = req.params;
+    const stored = findBotMessage(token, req.body.chat_id, req.body.message_id);
+    if (!stored) { fail(res, 400, 'Bad Request: message to edit not found'); return; }
+    if (!checkText(res, req.body.text)) return;
+    if (stored.message.text === req.body.text) {
+      fail(res, 400, 'Bad Request: message is not modified: specified new message content and reply'
+        + ' markup are exactly the same as a current content and reply markup of the message');
+      return;
+    }
+    stored.message = { ...stored.message, text: req.body.text };
+    stored.editTime = Date.now();
+    stored.edits = (stored.edits || 0) + 1;
+    server.emit('EditedMessageText');
+    res.json({ ok: true, result: asMessage(stored) });
+  });
+
+  app.all('/bot:token/sendChatAction', (req, res) => {
+    if (!req.body.chat_id) { fail(res, 400, 'Bad Request: chat not found'); return; }
+    if (!req.body.action) { fail(res, 400, 'Bad Request: wrong parameter action in request'); return; }
+    res.json({ ok: true, result: true });
+  });
+
+  app.all('/bot:token/setMyCommands', (req, res) => {
+    const list = param(req.body, 'commands');
+    const valid = Array.isArray(list) && list.length <= 100 && list.every((c) => c
+      && /^[a-z0-9_]{1,32}$/.test(c.command) && typeof c.description === 'string'
+      && c.description.length >= 1 && c.description.length <= 256);
+    if (!valid) { fail(res, 400, 'Bad Request: BOT_COMMAND_INVALID'); return; }
+    commands[req.params.token] = list.map((c) => ({ command: c.command, description: c.description }));
+    res.json({ ok: true, result: true });
+  });
+
+  app.all('/bot:token/getMyCommands', (req, res) => res.json({ ok: true, result: commands[req.params.token] || [] }));
+
+  app.all('/bot:token/deleteMyCommands', (req, res) => {
+    delete commands[req.params.token];
+    res.json({ ok: true, result: true });
+  });
+
+  app.all('/bot:token/setWebhook', (req, res) => {
+    const { token } = req.params;
+    if (req.body.url) server.setWebhook({ url: req.body.url, secret_token: req.body.secret_token }, token);
+    else server.deleteWebhook(token);
+    res.json({ ok: true, result: true, description: req.body.url ? 'Webhook was set' : 'Webhook was deleted' });
+  });
+
+  app.all('/bot:token/getWebhookInfo', (req, res) => {
+    const { token } = req.params;
+    const hook = server.webhooks[token];
+    const pending = server.storage.userMessages.filter((u) => u.botToken === token).length;
+    res.json({ ok: true, result: { url: hook ? hook.url : '', has_custom_certificate: false, pending_update_count: pending } });
+  });
+
+  app.post('/calls', (req, res) => res.json({ ok: true, result: calls.filter((c) => c.token === req.body.token) }));
+
+  app.post('/failNext', (req, res) => {
+    const { token, method } = req.body;
+    failures.push({
+      token, method, error_code: Number(req.body.error_code || 500),
+      description: req.body.description || 'Internal Server Error',
+      retry_after: req.body.retry_after ? Number(req.body.retry_after) : undefined,
+      times: Number(req.body.times || 1),
+    });
+    res.json({ ok: true, result: true });
+  });
+}
+
+routes.unshift(patchedRoutes);
+
+const server = new TelegramServer({ host, port, storeTimeout: 3600 });
+
+// Webhook delivery as the Bot API does it: with the secret token header, and a failed delivery
+// keeps the update pending instead of crashing the process (the package lets it reject unhandled).
+server.addUserUpdate = async function addUserUpdate(update) {
+  const hook = this.webhooks[update.botToken];
+  this.updateId++;
+  if (hook) {
+    const headers = hook.secret_token ? { 'X-Telegram-Bot-Api-Secret-Token': hook.secret_token } : {};
+    try {
+      const formatted = TelegramServer.formatUpdate(update);
+      delete formatted.message?.botToken;
+      const answer = await fetch(hook.url, {
+        method: 'POST', body: JSON.stringify(formatted),
+        headers: { 'Content-Type': 'application/json', ...headers }, signal: AbortSignal.timeout(10000),
+      });
+      if (answer.ok) return;
+      console.error(`webhook delivery failed: HTTP ${answer.status}`);
+    } catch (error) {
+      console.error(`webhook delivery failed: ${error.message}`);
+    }
+  }
+  this.storage.userMessages.push(update);
+};
+
+server.start().then(() => {
+  console.log(`listening on http://${host}:${port}`);
+}, (error) => {
+  console.error(`cannot start: ${error.message}`);
+  process.exit(1);
+});
+
+process.on('SIGTERM', () => process.exit(0));
+process.on('SIGINT', () => process.exit(0));

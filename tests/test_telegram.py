@@ -1,0 +1,285 @@
+"""The Telegram adapter against a real peer: the telegram-test-api emulator (tests/telegram_emulator).
+
+The bot runs as it does in production (runtime, service, SQLite, python-telegram-bot polling) with
+the tiny model; users write through the emulator's client API and the tests read what they would
+see: the bot's messages in their chat, as last edited. Needs Node.js and `npm ci --prefix
+tests/telegram_emulator` (make install-test does it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bot import messages
+from bot.commands import ChatKey
+from bot.runtime import open_runtime
+from bot.telegram_adapter import TelegramAdapter, TelegramOutput, split
+from cli.config import ChatSection, Config, GenerationSection, ModelSection, StorageSection, TelegramSection
+
+EMULATOR = Path(__file__).parent / "telegram_emulator"
+BOT_USERNAME = "CervantesTestBot"
+LENGTH = 60  # characters each /cervantes writes
+EDIT_INTERVAL_S = 0.3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    """The emulator on a free local port, for the whole module; its base URL."""
+    if shutil.which("node") is None:
+        pytest.skip("Node.js is not installed: the Telegram emulator cannot run")
+    if not (EMULATOR / "node_modules" / "telegram-test-api").is_dir():
+        pytest.skip("telegram-test-api is not installed: run `npm ci --prefix tests/telegram_emulator`")
+    port = free_port()
+    process = subprocess.Popen(
+        ["node", "launch.js", "--host", "127.0.0.1", "--port", str(port), "--username", BOT_USERNAME],
+        cwd=EMULATOR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = process.stdout.readline()
+        if "listening" not in line:
+            pytest.fail(f"the emulator did not start: {line}{process.stdout.read() if process.poll() is not None else ''}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+class Peer:
+    """The users' side of the emulator, for one bot token: write to the bot, read what it did."""
+
+    def __init__(self, url: str, token: str):
+        self.url = url
+        self.token = token
+        self.http = httpx.AsyncClient(base_url=url, timeout=10)
+
+    async def say(self, text: str, chat_id: int = 1001, chat_type: str = "private", user_id: int = 501) -> None:
+        chat = {"id": chat_id, "type": chat_type}
+        chat.update({"title": "Tertulia"} if chat_type != "private" else {"first_name": "Alonso"})
+        message = {"botToken": self.token, "date": int(time.time()), "text": text, "chat": chat,
+                   "from": {"id": user_id, "is_bot": False, "first_name": "Alonso"}}
+        (await self.http.post("/sendMessage", json=message)).raise_for_status()
+
+    async def replies(self, chat_id: int) -> list[str]:
+        """The bot's messages in a chat, oldest first, each as it reads now (after its edits)."""
+        answer = await self.http.post("/getUpdatesHistory", json={"token": self.token})
+        sent = [u for u in answer.json()["result"]
+                if "chat_id" in u["message"] and str(u["message"]["chat_id"]) == str(chat_id)]
+        return [u["message"]["text"] for u in sorted(sent, key=lambda u: u["messageId"])]
+
+    async def calls(self, method: str, chat_id: int | None = None) -> list[dict]:
+        """The bot's calls of one Bot API method, oldest first: {"params": {...}, "at": ms}."""
+        answer = await self.http.post("/calls", json={"token": self.token})
+        return [c for c in answer.json()["result"] if c["method"] == method
+                and (chat_id is None or str(c["params"].get("chat_id")) == str(chat_id))]
+
+    async def fail_next(self, method: str, **error) -> None:
+        (await self.http.post("/failNext", json={"token": self.token, "method": method, **error})).raise_for_status()
+
+    async def wait_for(self, chat_id: int, done, timeout: float = 30.0) -> list[str]:
+        """The chat's replies once `done(replies)` holds; fails after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            replies = await self.replies(chat_id)
+            if done(replies):
+                return replies
+            if time.monotonic() > deadline:
+                pytest.fail(f"chat {chat_id} never got the expected replies; it has {replies!r}")
+            await asyncio.sleep(0.1)
+
+    async def reply_to(self, text: str, chat_id: int = 1001, **kwargs) -> str:
+        """Say `text` and return the first new reply it gets (for a reply sent whole)."""
+        before = len(await self.replies(chat_id))
+        await self.say(text, chat_id, **kwargs)
+        replies = await self.wait_for(chat_id, lambda r: len(r) > before)
+        return replies[before]
+
+    async def continuation(self, text: str, seed: str, chat_id: int = 1001, **kwargs) -> list[str]:
+        """Say a /cervantes `text` and wait for its reply to be complete: the seed and LENGTH more."""
+        before = len(await self.replies(chat_id))
+        await self.say(text, chat_id, **kwargs)
+        replies = await self.wait_for(chat_id, lambda r: len(r) > before and len(r[before]) >= len(seed) + LENGTH)
+        return replies[before:]
+
+
+@pytest.fixture
+def token() -> str:
+    """A fresh token per test, so that the emulator keeps each test's chats apart."""
+    return f"{secrets.randbelow(10**9) + 10**9}:TEST{secrets.token_urlsafe(27)}"
+
+
+@pytest.fixture
+async def peer(emulator, token):
+    peer = Peer(emulator, token)
+    yield peer
+    await peer.http.aclose()
+
+
+@pytest.fixture
+def config(emulator, tiny_model_dir, tmp_path) -> Config:
+    return dataclasses.replace(
+        Config(),
+        model=ModelSection(path=str(tiny_model_dir), device="cpu"),
+        storage=StorageSection(path=str(tmp_path / "cervantes.db")),
+        generation=GenerationSection(chunk_steps=10),
+        chat=ChatSection(length=LENGTH, min_length=10, rate_limit_per_minute=0),
+        telegram=TelegramSection(base_url=f"{emulator}/bot", edit_interval_s=EDIT_INTERVAL_S))
+
+
+@contextlib.asynccontextmanager
+async def running_bot(config: Config, token: str):
+    """The bot as `cervantes serve` runs it: runtime first, then the adapter; stopped in reverse."""
+    async with open_runtime(config) as runtime:
+        adapter = TelegramAdapter(runtime.commands, config.telegram, token)
+        await adapter.start()
+        try:
+            yield adapter
+        finally:
+            await adapter.stop()
+
+
+@pytest.fixture
+async def bot(config, token):
+    async with running_bot(config, token) as adapter:
+        yield adapter
+
+
+def help_text() -> str:
+    return messages.HELP.format(tmin="0,1", tmax="2", lmin=10, lmax=1000)
+
+
+async def test_start_and_ayuda_list_the_commands(bot, peer):
+    assert await peer.reply_to("/start") == help_text()
+    assert await peer.reply_to("/ayuda") == help_text()
+    for command in ("/cervantes", "/continuar", "/temperatura", "/longitud", "/olvidar", "/ayuda"):
+        assert command in help_text()
+    (published,) = await peer.calls("setMyCommands")
+    menu = {c["command"]: c["description"] for c in json.loads(published["params"]["commands"])}
+    assert menu["cervantes"] == "Continúa tu frase con la prosa de Don Quijote."
+    assert set(menu) == {"cervantes", "continuar", "temperatura", "longitud", "olvidar", "ayuda"}
+
+
+async def test_cervantes_streams_the_seed_then_a_continuation(bot, peer):
+    seed = "En un lugar de la Mancha"
+    (reply,) = await peer.continuation(f"/cervantes {seed}", seed)
+    assert reply.startswith(seed) and len(reply) == len(seed) + LENGTH
+    await asyncio.sleep(EDIT_INTERVAL_S * 2)
+    assert await peer.replies(1001) == [reply]  # one message, edited: no duplicate, no extra
+
+    (post,) = await peer.calls("sendMessage", 1001)
+    assert post["params"]["text"] == seed  # the first message goes out with the first piece
+    assert "parse_mode" not in post["params"]  # plain text: a seed cannot inject formatting
+    edits = await peer.calls("editMessageText", 1001)
+    assert edits and edits[-1]["params"]["text"] == reply
+    times = [post["at"]] + [e["at"] for e in edits]
+    assert all(b - a >= EDIT_INTERVAL_S * 1000 * 0.75 for a, b in zip(times, times[1:])), times
+    typing = await peer.calls("sendChatAction", 1001)
+    assert typing and typing[0]["params"]["action"] == "typing"
+
+
+async def test_temperatura_takes_good_values_and_explains_bad_ones(bot, peer):
+    assert await peer.reply_to("/temperatura 0,8") == messages.TEMPERATURE_SET.format(value="0,8")
+    assert await peer.reply_to("/temperatura") == messages.TEMPERATURE_IS.format(value="0,8", tmin="0,1", tmax="2")
+    bad = messages.TEMPERATURE_BAD.format(tmin="0,1", tmax="2")
+    assert await peer.reply_to("/temperatura caliente") == bad
+    assert await peer.reply_to("/temperatura 7") == bad
+    assert await peer.reply_to("/temperatura") == messages.TEMPERATURE_IS.format(value="0,8", tmin="0,1", tmax="2")
+
+
+async def test_group_commands_addressed_to_this_bot_only(bot, peer):
+    group = -1001234
+    await peer.say("/cervantes@OtroBot En un lugar", group, chat_type="supergroup")
+    await peer.say("/nocomando", group, chat_type="supergroup")  # another bot's, maybe: no answer
+    assert await peer.reply_to(f"/ayuda@{BOT_USERNAME}", group, chat_type="supergroup") == help_text()
+    (reply,) = await peer.continuation(f"/cervantes@{BOT_USERNAME} Sancho Panza", "Sancho Panza", group,
+                                       chat_type="supergroup")
+    assert reply.startswith("Sancho Panza")
+    await asyncio.sleep(EDIT_INTERVAL_S * 2)
+    assert await peer.replies(group) == [help_text(), reply]
+
+
+async def test_many_chats_at_once_each_get_one_reply_with_their_own_seed(bot, peer):
+    seeds = {2001: "En un lugar", 2002: "Sancho Panza", 2003: "la Mancha", 2004: "un hidalgo", 2005: "galgo corredor"}
+    await asyncio.gather(*(peer.say(f"/cervantes {seed}", chat) for chat, seed in seeds.items()))
+    for chat, seed in seeds.items():
+        await peer.wait_for(chat, lambda r, seed=seed: r and len(r[0]) >= len(seed) + LENGTH)
+    await asyncio.sleep(EDIT_INTERVAL_S * 2)
+    for chat, seed in seeds.items():
+        (reply,) = await peer.replies(chat)
+        assert reply.startswith(seed) and len(reply) == len(seed) + LENGTH
+
+
+async def test_settings_survive_a_restart(config, token, peer):
+    async with running_bot(config, token):
+        assert await peer.reply_to("/temperatura 1,5") == messages.TEMPERATURE_SET.format(value="1,5")
+    async with running_bot(config, token):
+        assert await peer.reply_to("/temperatura") == messages.TEMPERATURE_IS.format(value="1,5", tmin="0,1", tmax="2")
+    await asyncio.sleep(0.5)
+    assert len(await peer.replies(1001)) == 2  # the first command was not handled again after the restart
+
+
+@pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")  # PTB's own RetryAfter
+async def test_telegram_asking_to_wait_delays_the_reply_without_duplicating_it(bot, peer):
+    await peer.fail_next("sendMessage", error_code=429, description="Too Many Requests: retry after 1",
+                         retry_after=1)
+    started = time.monotonic()
+    assert await peer.reply_to("/ayuda") == help_text()
+    assert time.monotonic() - started >= 1.0
+    await peer.fail_next("sendMessage", error_code=502, description="Bad Gateway")
+    assert await peer.reply_to("/ayuda") == help_text()  # a server error is retried
+    await asyncio.sleep(0.5)
+    assert await peer.replies(1001) == [help_text(), help_text()]
+
+
+async def test_webhook_mode_receives_updates_with_the_secret(config, token, peer, monkeypatch):
+    pytest.importorskip("tornado", reason="webhook mode needs python-telegram-bot[webhooks] (tornado)")
+    port = free_port()
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "secreto-de-prueba")
+    config = dataclasses.replace(config, telegram=dataclasses.replace(
+        config.telegram, mode="webhook", listen="127.0.0.1", port=port,
+        webhook_url=f"http://127.0.0.1:{port}/telegram/hook"))
+    async with running_bot(config, token):
+        (hook,) = await peer.calls("setWebhook")
+        assert hook["params"]["secret_token"] == "secreto-de-prueba"
+        assert await peer.reply_to("/ayuda") == help_text()
+
+
+async def test_the_token_never_reaches_the_logs(config, token, peer, caplog):
+    caplog.set_level(logging.DEBUG)
+    async with running_bot(config, token):
+        assert await peer.reply_to("/ayuda") == help_text()
+    assert "bot<token>/sendMessage" in caplog.text  # request URLs were logged, blanked
+    assert token.split(":")[1] not in caplog.text
+
+
+async def test_a_long_reply_goes_out_in_several_messages(bot, peer):
+    text = ("En un lugar de la Mancha, de cuyo nombre no quiero acordarme. " * 140).strip()
+    out = TelegramOutput(bot.application.bot, 3001, ChatKey("telegram", "3001"), bot.pacer)
+    await out.send(text)
+    replies = await peer.replies(3001)
+    assert len(replies) == 3 and all(len(r) <= 4096 for r in replies)
+    assert "".join(replies) == text
+
+
+def test_split_cuts_at_spaces_and_counts_like_telegram():
+    assert split("hola") == ["hola"]
+    parts = split("palabra " * 1000)
+    assert "".join(parts) == "palabra " * 1000 and all(p.endswith(" ") for p in parts)
+    assert [len(p) for p in split("😀" * 3000)] == [2048, 952]  # UTF-16: an emoji counts twice
