@@ -12,7 +12,7 @@ import logging
 import time
 from typing import AsyncIterator, Protocol
 
-from bot import messages
+from bot import messages, metrics
 from bot.parsing import Command, parse_int, parse_number
 from bot.ratelimit import RateLimiter
 from cli.config import ChatSection
@@ -90,18 +90,21 @@ class Commands:
             stream = self.service.stream(seed, state=state, last_char=last_char,
                                          temperature=temperature, length=length)
         except Busy:
-            log.info("request", extra={"fields": {"platform": chat.platform, "chat": tag(chat),
-                                                  "command": name, "outcome": "busy"}})
+            fields = {"platform": chat.platform, "chat": tag(chat), "command": name, "outcome": "busy"}
+            log.info("request", extra={"fields": fields})
+            metrics.observe(fields)
             await out.send(messages.BUSY)
             return
         outcome = {"status": "ok"}
         await out.stream(self._pieces(chat, stream, show_seed, note, previous_tail, outcome))
         result = getattr(stream, "result", None)
-        log.info("request", extra={"fields": {
+        fields = {
             "platform": chat.platform, "chat": tag(chat), "command": name, "outcome": outcome["status"],
             "characters": len(result.text) if result else 0,
             "latency_ms": round((time.perf_counter() - started) * 1000),
-            "batch_size": result.batch_size if result else 0}})
+            "batch_size": result.batch_size if result else 0}
+        log.info("request", extra={"fields": fields})
+        metrics.observe(fields)
 
     async def _pieces(self, chat: ChatKey, stream, show_seed: bool, note: str, previous_tail: str,
                       outcome: dict) -> AsyncIterator[str]:

@@ -2,6 +2,8 @@
 
 With no token at all it talks on the console instead, so a first run needs nothing. SIGTERM and
 SIGINT stop the adapters (in-flight replies finish or are cancelled) and close the database.
+While adapters run, `<database>.status.json` tells `cervantes health` whether they are connected;
+with `[metrics] port` set, Prometheus metrics are served too (bot.metrics).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 import signal
 import sys
 
-from bot import secrets
+from bot import health, metrics, secrets
 from bot.runtime import open_runtime
 from cli.config import Config
 
@@ -38,7 +40,7 @@ async def serve(config: Config, environ, console_chat_id: str = "local") -> None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with open_runtime(config) as runtime:
+    async with open_runtime(config) as runtime, metrics.serving(config.metrics, runtime.service):
         adapters = _adapters(runtime, environ)
         if not adapters:
             from bot import console
@@ -51,6 +53,7 @@ async def serve(config: Config, environ, console_chat_id: str = "local") -> None
                 task.cancel()
             return
         started = []
+        status = asyncio.create_task(health.keep_status(health.status_path(config.storage.path), adapters))
         try:
             for adapter in adapters:
                 await adapter.start()
@@ -59,6 +62,8 @@ async def serve(config: Config, environ, console_chat_id: str = "local") -> None
             await stop.wait()
             log.info("stopping")
         finally:
+            status.cancel()  # removes the status file: `cervantes health` stops checking adapters
+            await asyncio.gather(status, return_exceptions=True)
             for adapter in reversed(started):
                 try:
                     await adapter.stop()

@@ -7,6 +7,8 @@ import json
 import os
 import sys
 
+from cli.ops import cmd_backup, cmd_health
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter (CUDA probes)
 
 
@@ -205,6 +207,14 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True, help="folder to write")
     x.add_argument("--model", help="model folder (default: the shipped model)")
     x.set_defaults(func=cmd_export)
+
+    h = sub.add_parser("health", help="check the model, the database and the connected adapters; "
+                                      "exit 1 if any check fails")
+    h.set_defaults(func=cmd_health)
+
+    k = sub.add_parser("backup", help="copy the database, safely while the bot runs")
+    k.add_argument("path", help="the file to write")
+    k.set_defaults(func=cmd_backup)
 
     b = sub.add_parser("bench", help="characters per second and latency against the notebook's way")
     b.add_argument("--quick", action="store_true", help="fewer repeats")

@@ -1,0 +1,52 @@
+# syntax=docker/dockerfile:1
+# The bot in a container. CPU (default):  docker build -t cervantes .
+# NVIDIA GPU:  docker build --build-arg TF_VARIANT=gpu -t cervantes:gpu .   (run with --gpus all)
+# The trained model must be in model/shipped/ first: it goes into the image as package data.
+
+# --- builder: the wheel, with the TensorFlow distribution the variant needs ----------------------
+FROM python:3.11-slim-bookworm AS builder
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# cpu: tensorflow-cpu, a much smaller download than tensorflow (x86-64 only; on arm64 tensorflow is CPU-only
+# anyway); gpu: tensorflow with the CUDA libraries from PyPI
+ARG TF_VARIANT=cpu
+ARG TARGETARCH
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY bot bot
+COPY cli cli
+COPY model model
+COPY service service
+COPY storage storage
+RUN test -f model/shipped/model.weights.h5 \
+        || { echo "model/shipped/ has no model.weights.h5: put the trained model there first" >&2; exit 1; } \
+    && case "$TF_VARIANT" in \
+        cpu) if [ "$TARGETARCH" = arm64 ]; then tf="tensorflow"; else tf="tensorflow-cpu"; fi ;; \
+        gpu) tf="tensorflow[and-cuda]" ;; \
+        *) echo "TF_VARIANT must be cpu or gpu, not $TF_VARIANT" >&2; exit 1 ;; \
+    esac \
+    && sed -i "s/\"tensorflow>=/\"$tf>=/" pyproject.toml \
+    && grep -qF "\"$tf>=" pyproject.toml \
+    && pip wheel --no-cache-dir --no-deps --wheel-dir /dist . \
+    && python -m zipfile -l /dist/cervantes-*.whl | grep "model/shipped/model.weights.h5"
+
+# --- runtime: the wheel and its dependencies, nothing else ----------------------------------------
+FROM python:3.11-slim-bookworm
+ENV PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    TF_CPP_MIN_LOG_LEVEL=3 \
+    CERVANTES_STORAGE_PATH=/data/cervantes.db
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin cervantes \
+    && mkdir /data \
+    && chown cervantes:cervantes /data
+COPY --from=builder /dist/ /tmp/dist/
+RUN pip install --no-cache-dir /tmp/dist/cervantes-*.whl \
+    && rm -rf /tmp/dist
+WORKDIR /home/cervantes
+USER 10001:10001
+# the database (and its -wal, -shm and .status.json files) lives here: mount a volume
+VOLUME ["/data"]
+# 8443: Telegram's webhook mode only. Metrics are off unless CERVANTES_METRICS_PORT is set.
+EXPOSE 8443
+# loads the model each time (TensorFlow's import included): seconds of CPU, hence the long interval
+HEALTHCHECK --interval=60s --timeout=60s --start-period=120s --retries=3 CMD ["cervantes", "health"]
+CMD ["cervantes", "serve"]

@@ -1,0 +1,94 @@
+"""An optional Prometheus endpoint, started by `cervantes serve` when `[metrics] port` > 0.
+
+Commands report each request through `observe(fields)`, with the fields they log it with. While
+metrics are off that is one global lookup, and prometheus_client is never imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import AsyncIterator
+
+from cli.config import MetricsSection
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS_S = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60)  # a 300-character reply takes seconds
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class _Metrics:
+    def __init__(self, registry, service):
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.requests = Counter("cervantes_requests", "Generation requests by command and outcome "
+                                "(ok, busy, timeout, error)", ["command", "outcome"], registry=registry)
+        self.latency = Histogram("cervantes_request_latency_seconds", "From a request to its reply's "
+                                 "last character", buckets=LATENCY_BUCKETS_S, registry=registry)
+        self.batch_size = Histogram("cervantes_batch_size", "Most rows a request shared a model call "
+                                    "with, itself included", buckets=BATCH_BUCKETS, registry=registry)
+        self.characters = Counter("cervantes_characters_generated", "Characters generated",
+                                  registry=registry)
+        queue = Gauge("cervantes_queue_depth", "Requests waiting for the generation worker",
+                      registry=registry)
+        queue.set_function(lambda: service.stats().waiting)  # read at each scrape
+
+    def observe(self, fields: dict) -> None:
+        self.requests.labels(fields["command"], fields["outcome"]).inc()
+        if "latency_ms" in fields:  # absent when the request never ran (busy)
+            self.latency.observe(fields["latency_ms"] / 1000)
+        if fields.get("batch_size"):
+            self.batch_size.observe(fields["batch_size"])
+        if fields.get("characters"):
+            self.characters.inc(fields["characters"])
+
+
+_active: _Metrics | None = None
+_server = None
+
+
+def observe(fields: dict) -> None:
+    """Count one request from its log fields (command, outcome, latency_ms, batch_size, characters)."""
+    if _active is None:
+        return
+    try:
+        _active.observe(fields)
+    except Exception:  # a metrics bug must not cost a user their reply
+        log.exception("metrics: could not count %s", fields)
+
+
+def start(service, address: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+    """Serve /metrics on address:port (0: any free port) and start counting; the bound address."""
+    global _active, _server
+    if _server is not None:
+        raise RuntimeError("the metrics endpoint is already started")
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry()  # our own: a restart in the same process registers afresh
+    metrics = _Metrics(registry, service)
+    _server, _ = start_http_server(port, address, registry=registry)
+    _active = metrics
+    return _server.server_address[:2]
+
+
+def stop() -> None:
+    global _active, _server
+    server, _active, _server = _server, None, None
+    if server is not None:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.asynccontextmanager
+async def serving(section: MetricsSection, service) -> AsyncIterator[None]:
+    """The endpoint while the block runs, if `section.port` > 0; otherwise nothing at all."""
+    if section.port <= 0:
+        yield
+        return
+    host, port = start(service, section.address, section.port)
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    try:
+        yield
+    finally:
+        stop()
