@@ -1,0 +1,300 @@
+"""The Discord adapter: slash commands (/cervantes) and prefix commands (!cervantes) over Commands.
+
+Both paths end in `Commands.run`; they differ only in how they read the command and where the reply
+goes: a slash command defers and then edits its response (with followups past 2000 characters), a
+prefix command answers with messages of its own. Every send and edit allows no mentions, so a seed
+with @everyone or <@id> pings nobody. Settings are per channel: ChatKey("discord", channel id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from typing import AsyncIterator
+
+import aiohttp
+import discord
+from discord import app_commands
+
+from bot.commands import ChatKey, Commands
+from bot.parsing import COMMANDS, Command, parse
+from cli.config import DiscordSection
+
+log = logging.getLogger(__name__)
+
+MAX_CHARS = 2000  # Discord's limit for one message's content
+NO_MENTIONS = discord.AllowedMentions.none()
+# Discord said no, or could not be reached (429s are waited out by discord.py itself)
+DISCORD_ERRORS = (discord.DiscordException, aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+def split(text: str, limit: int = MAX_CHARS) -> list[str]:
+    """Parts of at most `limit` characters, cut after the last line break or space when there is one.
+
+    A cut depends only on the text before it, so a growing reply never moves its earlier cuts.
+    """
+    parts = []
+    while len(text) > limit:
+        cut = max(text.rfind("\n", 0, limit), text.rfind(" ", 0, limit)) + 1
+        cut = cut if cut > 0 else limit
+        parts.append(text[:cut])
+        text = text[cut:]
+    parts.append(text)
+    return parts
+
+
+class EditPace:
+    """At most one edit of a growing reply per `interval_s` in each channel (Discord limits edits
+    per channel). Complete replies and the final edit of a streamed one do not wait."""
+
+    def __init__(self, interval_s: float):
+        self.interval_s = interval_s
+        self._last: dict[int, float] = {}  # channel id -> monotonic time of its last edit
+
+    def due(self, channel_id: int) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(channel_id, -math.inf) < self.interval_s:
+            return False
+        self._last[channel_id] = now
+        return True
+
+
+class _Reply:
+    """A reply in one or more messages, edited in place as it grows: what both Outputs share.
+
+    A message that could not be posted is never posted again (it may exist after all: no duplicate
+    replies); a failed edit is retried with the next one, and the final edit shows the full text.
+    """
+
+    def __init__(self, pace: EditPace, channel_id: int):
+        self.pace, self.channel_id = pace, channel_id
+        self._messages: list = []  # one handle per posted message
+        self._shown: list[str] = []  # what each of them says now
+        self._gave_up = False
+
+    async def send(self, text: str) -> None:
+        await self._show(text)
+
+    async def stream(self, pieces: AsyncIterator[str]) -> None:
+        text = ""
+        async for piece in pieces:  # read to the end even when Discord fails: the state gets saved
+            text += piece
+            if self.pace.due(self.channel_id):
+                await self._show(text)
+        await self._show(text or "…")  # the full text, at once
+
+    async def _show(self, text: str) -> None:
+        for i, part in enumerate(split(text)):
+            if self._gave_up or not part.strip():  # Discord refuses blank messages: wait for more
+                return
+            if i < len(self._messages):
+                if part != self._shown[i]:
+                    try:
+                        await self._edit(self._messages[i], part)
+                        self._shown[i] = part
+                    except DISCORD_ERRORS as exc:
+                        log.warning("Discord edit failed: %r", exc)
+                continue
+            try:
+                self._messages.append(await self._post(part))
+                self._shown.append(part)
+            except DISCORD_ERRORS as exc:
+                log.warning("Discord send failed, this reply stops here: %r", exc)
+                self._gave_up = True
+
+    async def _post(self, text: str):
+        raise NotImplementedError
+
+    async def _edit(self, message, text: str) -> None:
+        raise NotImplementedError
+
+
+class InteractionOutput(_Reply):
+    """The reply to a deferred slash command: its response message, then followups."""
+
+    def __init__(self, interaction: discord.Interaction, pace: EditPace):
+        super().__init__(pace, interaction.channel_id)
+        self.interaction = interaction
+        self._messages, self._shown = [None], [""]  # None: the deferred response, always there
+
+    async def _post(self, text: str) -> discord.WebhookMessage:
+        return await self.interaction.followup.send(text, allowed_mentions=NO_MENTIONS, wait=True)
+
+    async def _edit(self, message: discord.WebhookMessage | None, text: str) -> None:
+        if message is None:
+            await self.interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+        else:
+            await message.edit(content=text, allowed_mentions=NO_MENTIONS)
+
+
+class MessageOutput(_Reply):
+    """The reply to a prefix command: messages in its channel, the first one answering it."""
+
+    def __init__(self, message: discord.Message, pace: EditPace):
+        super().__init__(pace, message.channel.id)
+        self.message = message
+
+    async def _post(self, text: str) -> discord.Message:
+        reference = None if self._messages else self.message.to_reference(fail_if_not_exists=False)
+        return await self.message.channel.send(text, reference=reference, allowed_mentions=NO_MENTIONS)
+
+    async def _edit(self, message: discord.Message, text: str) -> None:
+        await message.edit(content=text, allowed_mentions=NO_MENTIONS)
+
+
+class DiscordClient(discord.Client):
+    """discord.py's client with its command tree, as in discord.py's app_commands examples."""
+
+    def __init__(self, adapter: DiscordAdapter, intents: discord.Intents):
+        super().__init__(intents=intents, allowed_mentions=NO_MENTIONS)
+        self.adapter = adapter
+        self.tree = app_commands.CommandTree(self)
+
+    async def setup_hook(self) -> None:  # runs inside login(), before the gateway connects
+        await self.adapter.sync_commands()
+
+    async def on_message(self, message: discord.Message) -> None:
+        await self.adapter.on_message(message)
+
+
+class DiscordAdapter:
+    """`await start()` to log in and connect, `await stop()` to close; `client` is the discord.Client."""
+
+    def __init__(self, commands: Commands, config: DiscordSection, token: str):
+        self.commands = commands
+        self.config = config
+        self._token = token
+        intents = discord.Intents.default()
+        intents.message_content = config.message_content  # privileged: prefix commands need it
+        self.client = DiscordClient(self, intents)
+        for command in _slash_commands(self, commands):
+            self.client.tree.add_command(command)
+        self.pace = EditPace(config.edit_interval_s)
+        self._connection: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()  # commands being answered
+        self._closing = False
+
+    async def start(self) -> None:
+        """Log in (syncing the slash commands), connect in the background; return once ready.
+
+        Raises what stopped it first: discord.LoginFailure for a bad token,
+        discord.PrivilegedIntentsRequired when message_content is on but not enabled for the bot.
+        """
+        try:
+            await self.client.login(self._token)
+            self._connection = asyncio.create_task(self.client.connect(), name="discord-gateway")
+            ready = asyncio.create_task(self.client.wait_until_ready())
+            try:
+                await asyncio.wait({self._connection, ready}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ready.cancel()
+            if self._connection.done():
+                self._connection.result()  # raises why the connection ended
+                raise RuntimeError("the Discord connection closed before it was ready")
+        except BaseException:
+            await self.stop(grace_s=0)
+            raise
+        self._connection.add_done_callback(self._connection_ended)
+        log.info("connected to Discord as %s", self.client.user)
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Take no new commands, give running ones `grace_s` to finish their replies, then close."""
+        self._closing = True
+        running = self._running - {asyncio.current_task()}
+        if running and grace_s > 0:
+            await asyncio.wait(running, timeout=grace_s)
+        await self.client.close()
+        if self._connection is not None:
+            await asyncio.gather(self._connection, return_exceptions=True)
+
+    def _connection_ended(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the Discord connection ended: %r", task.exception())
+
+    async def sync_commands(self) -> None:
+        """Register the slash commands with Discord: in `guilds` only when given, else globally."""
+        if not self.config.sync_commands:
+            return
+        for guild in [discord.Object(g) for g in self.config.guilds] or [None]:
+            where = f"to guild {guild.id}" if guild else "globally"
+            if guild is not None:
+                self.client.tree.copy_global_to(guild=guild)
+            try:
+                synced = await self.client.tree.sync(guild=guild)
+                log.info("synced %d slash commands %s", len(synced), where)
+            except DISCORD_ERRORS as exc:  # the bot still answers prefix commands
+                log.error("slash commands not synced %s: %r", where, exc)
+
+    # --- handlers ---------------------------------------------------------------------------------
+
+    async def on_slash(self, interaction: discord.Interaction, name: str, argument: str | None) -> None:
+        if self._closing:
+            return
+        try:
+            await interaction.response.defer(thinking=True)
+        except DISCORD_ERRORS as exc:  # too late (3 s) or Discord unreachable: no way to answer
+            log.warning("could not defer /%s: %r", name, exc)
+            return
+        out = InteractionOutput(interaction, self.pace)
+        await self._run(interaction.channel_id, Command(name, (argument or "").strip()), out)
+
+    async def on_message(self, message: discord.Message) -> None:
+        if message.author.bot or self._closing:  # other bots, webhooks and this bot itself
+            return
+        command = self.prefix_command(message.content)
+        if command is not None:
+            await self._run(message.channel.id, command, MessageOutput(message, self.pace))
+
+    def prefix_command(self, text: str) -> Command | None:
+        """"!cervantes Sancho dijo" -> Command("cervantes", "Sancho dijo"); None for anything else,
+        unknown commands included (other bots may share the prefix)."""
+        text, prefix = text.strip(), self.config.prefix
+        if not prefix or not text.startswith(prefix):
+            return None
+        command = parse("/" + text[len(prefix):])
+        return command if command is not None and command.name in COMMANDS else None
+
+    async def _run(self, channel_id: int, command: Command, out: _Reply) -> None:
+        task = asyncio.current_task()
+        self._running.add(task)
+        try:
+            await self.commands.run(ChatKey("discord", str(channel_id)), command, out)
+        finally:
+            self._running.discard(task)
+
+
+def _slash_commands(adapter: DiscordAdapter, commands: Commands) -> list[app_commands.Command]:
+    """The six slash commands; each description is the docstring of its method in Commands."""
+    c = commands.chat
+    tmin, tmax = (f"{t:g}".replace(".", ",") for t in (c.min_temperature, c.max_temperature))
+
+    @app_commands.command(description=Commands.cervantes.__doc__)
+    @app_commands.describe(semilla="Cómo empieza el texto, y yo lo continúo. Ejemplo: Sancho dijo")
+    async def cervantes(interaction: discord.Interaction, semilla: str | None = None) -> None:
+        await adapter.on_slash(interaction, "cervantes", semilla)
+
+    @app_commands.command(description=Commands.continuar.__doc__)
+    async def continuar(interaction: discord.Interaction) -> None:
+        await adapter.on_slash(interaction, "continuar", "")
+
+    @app_commands.command(description=Commands.temperatura.__doc__)
+    @app_commands.describe(valor=f"De {tmin} a {tmax}, como 0,7; sin valor, te digo la de ahora")
+    async def temperatura(interaction: discord.Interaction, valor: str | None = None) -> None:
+        await adapter.on_slash(interaction, "temperatura", valor)
+
+    @app_commands.command(description=Commands.longitud.__doc__)
+    @app_commands.describe(n=f"De {c.min_length} a {c.max_length}, como 300; sin n, te digo la de ahora")
+    async def longitud(interaction: discord.Interaction, n: str | None = None) -> None:
+        await adapter.on_slash(interaction, "longitud", n)
+
+    @app_commands.command(description=Commands.olvidar.__doc__)
+    async def olvidar(interaction: discord.Interaction) -> None:
+        await adapter.on_slash(interaction, "olvidar", "")
+
+    @app_commands.command(description=Commands.ayuda.__doc__)
+    async def ayuda(interaction: discord.Interaction) -> None:
+        await adapter.on_slash(interaction, "ayuda", "")
+
+    return [cervantes, continuar, temperatura, longitud, olvidar, ayuda]
