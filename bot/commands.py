@@ -90,21 +90,17 @@ class Commands:
             stream = self.service.stream(seed, state=state, last_char=last_char,
                                          temperature=temperature, length=length)
         except Busy:
-            fields = {"platform": chat.platform, "chat": tag(chat), "command": name, "outcome": "busy"}
-            log.info("request", extra={"fields": fields})
-            metrics.observe(fields)
+            _record({"platform": chat.platform, "chat": tag(chat), "command": name, "outcome": "busy"})
             await out.send(messages.BUSY)
             return
         outcome = {"status": "ok"}
         await out.stream(self._pieces(chat, stream, show_seed, note, previous_tail, outcome))
         result = getattr(stream, "result", None)
-        fields = {
+        _record({
             "platform": chat.platform, "chat": tag(chat), "command": name, "outcome": outcome["status"],
             "characters": len(result.text) if result else 0,
             "latency_ms": round((time.perf_counter() - started) * 1000),
-            "batch_size": result.batch_size if result else 0}
-        log.info("request", extra={"fields": fields})
-        metrics.observe(fields)
+            "batch_size": result.batch_size if result else 0})
 
     async def _pieces(self, chat: ChatKey, stream, show_seed: bool, note: str, previous_tail: str,
                       outcome: dict) -> AsyncIterator[str]:
@@ -116,6 +112,9 @@ class Commands:
                     yield stream.seed.text
                 produced.append(piece)
                 yield piece
+        except GeneratorExit:  # the adapter stopped reading: free the row at the next chunk
+            stream.cancel()
+            raise
         except (asyncio.TimeoutError, TimeoutError):
             outcome["status"] = "timeout"
             yield ("\n\n" if produced else "") + messages.TIMEOUT
@@ -131,7 +130,8 @@ class Commands:
             notes.append(messages.DROPPED.format(chars=" ".join(result.dropped)))
         if show_seed and result.truncated:
             notes.append(messages.TRUNCATED.format(n=self.chat.max_seed_chars))
-        tail = ((previous_tail if not show_seed else "") + result.seed + result.text)[-TAIL_CHARS:]
+        # the text so far: a new seed starts it afresh; a continuation (or a re-prime) extends it
+        tail = ((result.seed if show_seed else previous_tail) + result.text)[-TAIL_CHARS:]
         try:
             await self.storage.save_continuation(chat, Continuation(
                 state=result.state, model_id=self.model_id, last_char=result.last_char, tail=tail))
@@ -208,3 +208,9 @@ class Commands:
 def _num(value: float) -> str:
     """0.5 -> "0,5": numbers the Spanish way."""
     return f"{value:g}".replace(".", ",")
+
+
+def _record(fields: dict) -> None:
+    """One log line and the metrics for each request."""
+    log.info("request", extra={"fields": fields})
+    metrics.observe(fields)

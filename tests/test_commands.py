@@ -168,6 +168,7 @@ async def test_state_of_another_model_is_not_fed_to_this_one(tiny_sampler, db_pa
         stored = await c.storage.get_continuation(tuple(CHAT))
     assert reply.startswith(messages.MODEL_CHANGED) or messages.MODEL_CHANGED in reply
     assert stored.model_id == "new-model"
+    assert stored.tail.startswith("Sancho dijo") and stored.tail.count("Sancho dijo") == 1  # extended, not repeated
 
 
 async def test_rate_limit_answers_politely(tiny_sampler, db_path):
