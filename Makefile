@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
+$(VENV)/.installed-test: $(VENV)/.installed tests/telegram_emulator/package-lock.json
 	$(BIN)/pip install --quiet -e '.[test]'
 	npm ci --prefix tests/telegram_emulator
 	touch $@
