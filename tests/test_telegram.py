@@ -14,9 +14,7 @@ import dataclasses
 import json
 import logging
 import secrets
-import shutil
-import socket
-import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -28,38 +26,23 @@ from bot.commands import ChatKey
 from bot.runtime import open_runtime
 from bot.telegram_adapter import TelegramAdapter, TelegramOutput, split
 from cli.config import ChatSection, Config, GenerationSection, ModelSection, StorageSection, TelegramSection
+from telegram_emulator.emulator import free_port, missing as emulator_missing, running as running_emulator
 
-EMULATOR = Path(__file__).parent / "telegram_emulator"
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # benchmarks/ holds scripts, not an installed package
+from benchmarks import telegram_load  # noqa: E402
+
 BOT_USERNAME = "CervantesTestBot"
 LENGTH = 60  # characters each /cervantes writes
 EDIT_INTERVAL_S = 0.3
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def emulator():
     """The emulator on a free local port, for the whole module; its base URL."""
-    if shutil.which("node") is None:
-        pytest.skip("Node.js is not installed: the Telegram emulator cannot run")
-    if not (EMULATOR / "node_modules" / "telegram-test-api").is_dir():
-        pytest.skip("telegram-test-api is not installed: run `npm ci --prefix tests/telegram_emulator`")
-    port = free_port()
-    process = subprocess.Popen(
-        ["node", "launch.js", "--host", "127.0.0.1", "--port", str(port), "--username", BOT_USERNAME],
-        cwd=EMULATOR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        line = process.stdout.readline()
-        if "listening" not in line:
-            pytest.fail(f"the emulator did not start: {line}{process.stdout.read() if process.poll() is not None else ''}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    if reason := emulator_missing():
+        pytest.skip(reason)
+    with running_emulator(BOT_USERNAME) as url:
+        yield url
 
 
 class Peer:
@@ -283,3 +266,14 @@ def test_split_cuts_at_spaces_and_counts_like_telegram():
     parts = split("palabra " * 1000)
     assert "".join(parts) == "palabra " * 1000 and all(p.endswith(" ") for p in parts)
     assert [len(p) for p in split("😀" * 3000)] == [2048, 952]  # UTF-16: an emoji counts twice
+
+
+async def test_fifty_chats_at_once_each_command_answered_once_in_its_own_chat(emulator, tiny_model_dir):
+    config = dataclasses.replace(
+        Config(), model=ModelSection(path=str(tiny_model_dir), device="cpu"),
+        generation=GenerationSection(chunk_steps=10), chat=ChatSection(length=50, min_length=10),
+        telegram=TelegramSection(edit_interval_s=0.2))
+    report = await telegram_load.run(config, emulator, chats=50, commands=2)
+    assert report["problems"] == []
+    assert report["answered"] == report["commands"] == 100
+    assert report["exactly_once"] and report["apologies"] == 0
