@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import time
 from typing import AsyncIterator
 
 import aiohttp
@@ -20,6 +18,8 @@ from discord import app_commands
 
 from bot.commands import ChatKey, Commands
 from bot.parsing import COMMANDS, Command, parse
+from bot.replies import EditPacer
+from bot.replies import split as split_chars
 from cli.config import DiscordSection
 
 log = logging.getLogger(__name__)
@@ -31,34 +31,8 @@ DISCORD_ERRORS = (discord.DiscordException, aiohttp.ClientError, asyncio.Timeout
 
 
 def split(text: str, limit: int = MAX_CHARS) -> list[str]:
-    """Parts of at most `limit` characters, cut after the last line break or space when there is one.
-
-    A cut depends only on the text before it, so a growing reply never moves its earlier cuts.
-    """
-    parts = []
-    while len(text) > limit:
-        cut = max(text.rfind("\n", 0, limit), text.rfind(" ", 0, limit)) + 1
-        cut = cut if cut > 0 else limit
-        parts.append(text[:cut])
-        text = text[cut:]
-    parts.append(text)
-    return parts
-
-
-class EditPace:
-    """At most one edit of a growing reply per `interval_s` in each channel (Discord limits edits
-    per channel). Complete replies and the final edit of a streamed one do not wait."""
-
-    def __init__(self, interval_s: float):
-        self.interval_s = interval_s
-        self._last: dict[int, float] = {}  # channel id -> monotonic time of its last edit
-
-    def due(self, channel_id: int) -> bool:
-        now = time.monotonic()
-        if now - self._last.get(channel_id, -math.inf) < self.interval_s:
-            return False
-        self._last[channel_id] = now
-        return True
+    """A reply cut into Discord messages of at most `limit` characters."""
+    return split_chars(text, limit)
 
 
 class _Reply:
@@ -68,7 +42,7 @@ class _Reply:
     replies); a failed edit is retried with the next one, and the final edit shows the full text.
     """
 
-    def __init__(self, pace: EditPace, channel_id: int):
+    def __init__(self, pace: EditPacer, channel_id: int):
         self.pace, self.channel_id = pace, channel_id
         self._messages: list = []  # one handle per posted message
         self._shown: list[str] = []  # what each of them says now
@@ -81,7 +55,7 @@ class _Reply:
         text = ""
         async for piece in pieces:  # read to the end even when Discord fails: the state gets saved
             text += piece
-            if self.pace.due(self.channel_id):
+            if self.pace.take_if_free(self.channel_id):
                 await self._show(text)
         await self._show(text or "…")  # the full text, at once
 
@@ -114,7 +88,7 @@ class _Reply:
 class InteractionOutput(_Reply):
     """The reply to a deferred slash command: its response message, then followups."""
 
-    def __init__(self, interaction: discord.Interaction, pace: EditPace):
+    def __init__(self, interaction: discord.Interaction, pace: EditPacer):
         super().__init__(pace, interaction.channel_id)
         self.interaction = interaction
         self._messages, self._shown = [None], [""]  # None: the deferred response, always there
@@ -132,7 +106,7 @@ class InteractionOutput(_Reply):
 class MessageOutput(_Reply):
     """The reply to a prefix command: messages in its channel, the first one answering it."""
 
-    def __init__(self, message: discord.Message, pace: EditPace):
+    def __init__(self, message: discord.Message, pace: EditPacer):
         super().__init__(pace, message.channel.id)
         self.message = message
 
@@ -171,7 +145,7 @@ class DiscordAdapter:
         self.client = DiscordClient(self, intents)
         for command in _slash_commands(self, commands):
             self.client.tree.add_command(command)
-        self.pace = EditPace(config.edit_interval_s)
+        self.pace = EditPacer(config.edit_interval_s)
         self._connection: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()  # commands being answered
         self._closing = False

@@ -15,7 +15,6 @@ import contextlib
 import logging
 import os
 import re
-import time
 import warnings
 from datetime import timedelta
 from typing import AsyncIterator
@@ -29,6 +28,8 @@ from telegram.ext import Application, ApplicationBuilder, ContextTypes, MessageH
 
 from bot.commands import ChatKey, Commands
 from bot.parsing import COMMANDS, parse
+from bot.replies import EditPacer, utf16_units
+from bot.replies import split as split_units
 from cli.config import TelegramSection
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,11 @@ for _name in ("httpx", "telegram.Bot", "telegram.ext.ExtBot"):  # PTB logs its A
     logging.getLogger(_name).addFilter(_HIDE_TOKENS)
 
 
+def split(text: str, limit: int = MAX_UNITS) -> list[str]:
+    """A reply cut into Telegram messages of at most `limit` UTF-16 units."""
+    return split_units(text, limit, utf16_units)
+
+
 def _maybe_done(exc: TelegramError) -> bool:
     """The request went out and no answer came back: Telegram may have carried it out.
 
@@ -69,60 +75,6 @@ def _maybe_done(exc: TelegramError) -> bool:
     """
     cause = exc.__cause__
     return isinstance(cause, httpx.TransportError) and not isinstance(cause, _NOT_SENT)
-
-
-def _units(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
-
-
-def split(text: str, limit: int = MAX_UNITS) -> list[str]:
-    """Parts of at most `limit` UTF-16 units, cut after the last line break or space when there is one.
-
-    A cut depends only on the text before it, so a growing reply never moves its earlier cuts.
-    """
-    parts = []
-    while _units(text) > limit:
-        end = min(len(text), limit)
-        while (excess := _units(text[:end]) - limit) > 0:  # astral characters count twice
-            end -= max(1, excess // 2)
-        cut = max(text.rfind("\n", 0, end), text.rfind(" ", 0, end)) + 1
-        cut = cut if cut > 0 else end
-        parts.append(text[:cut])
-        text = text[cut:]
-    parts.append(text)
-    return parts
-
-
-class EditPacer:
-    """At most one edit per chat every `interval` seconds, shared by all of that chat's replies."""
-
-    def __init__(self, interval: float):
-        self.interval = interval
-        self._next: dict[int, float] = {}  # chat id -> monotonic time of its next free slot
-
-    def take_if_free(self, chat_id: int) -> bool:
-        now = time.monotonic()
-        if now < self._next.get(chat_id, 0.0):
-            return False
-        self._reserve(chat_id, now + self.interval)
-        return True
-
-    async def take(self, chat_id: int) -> None:
-        """Wait for the chat's next free slot and take it."""
-        now = time.monotonic()
-        slot = max(now, self._next.get(chat_id, 0.0))
-        self._reserve(chat_id, slot + self.interval)
-        await asyncio.sleep(slot - now)
-
-    def hold(self, chat_id: int, seconds: float) -> None:
-        """Telegram asked this chat to slow down: no slot before then."""
-        self._reserve(chat_id, max(self._next.get(chat_id, 0.0), time.monotonic() + seconds))
-
-    def _reserve(self, chat_id: int, until: float) -> None:
-        if len(self._next) > 10_000:  # forget chats whose slot has long passed
-            now = time.monotonic()
-            self._next = {c: t for c, t in self._next.items() if t > now}
-        self._next[chat_id] = until
 
 
 class TelegramOutput:
