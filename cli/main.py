@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -33,12 +34,13 @@ def cmd_download_corpus(args) -> int:
 def cmd_train(args) -> int:
     from model import train
 
-    cfg = train.TrainConfig(
-        **{k: v for k, v in {
-            "epochs": args.epochs, "learning_rate": args.learning_rate, "dropout": args.dropout,
-            "patience": args.patience, "max_steps_per_epoch": args.max_steps,
-        }.items() if v is not None}
-    )
+    given = {k: v for k, v in {
+        "epochs": args.epochs, "learning_rate": args.learning_rate, "dropout": args.dropout,
+        "patience": args.patience, "max_steps_per_epoch": args.max_steps,
+    }.items() if v is not None}
+    # --resume goes on with the run's own settings, changed only where an option says so
+    base = train.saved_config(args.out) if args.resume else train.TrainConfig()
+    cfg = dataclasses.replace(base, **given)
     strip = args.strip_accents or args.config.corpus.strip_accents
     text = _corpus_text(args, strip)
     result = train.train(text, args.out, cfg, strip_accents=strip, resume=args.resume)

@@ -90,9 +90,22 @@ def plot(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def saved_config(out_dir: str | Path) -> TrainConfig:
+    """The training settings a run folder was started with: what --resume continues with."""
+    path = Path(out_dir) / TRAINING_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"nothing to resume in {out_dir}: no {TRAINING_FILE}")
+    return TrainConfig(**json.loads(path.read_text()))
+
+
 def train(text: str, out_dir: str | Path, cfg: TrainConfig, strip_accents: bool = False,
           resume: bool = False, progress: bool = True, log=print) -> Result:
-    """Train on the first 90% of `text` (already normalized), validate on the last 10%."""
+    """Train on the first 90% of `text` (already normalized), validate on the last 10%.
+
+    With `resume`, the network and vocabulary come from the run folder and training goes on from
+    its last checkpoint; `cfg` should be `saved_config(out_dir)`, changed only where meant
+    (more epochs, more patience): the learning-rate schedule follows cfg.epochs.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_text, val_text = corpus.split(text)
@@ -102,7 +115,6 @@ def train(text: str, out_dir: str | Path, cfg: TrainConfig, strip_accents: bool 
             raise FileNotFoundError(f"nothing to resume in {out}: no {bundle.CONFIG_FILE}")
         vocab = Vocab.load(out / bundle.VOCAB_FILE)
         hp = Hyperparameters(**json.loads((out / bundle.CONFIG_FILE).read_text()))
-        cfg = TrainConfig(**{**json.loads((out / TRAINING_FILE).read_text()), "epochs": cfg.epochs})
     else:
         vocab = Vocab.from_text(text)
         hp = Hyperparameters(len(vocab), cfg.embedding_dim, cfg.rnn_units, cfg.dropout, strip_accents)

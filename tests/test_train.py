@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import pytest
 
@@ -37,8 +38,8 @@ def test_a_few_steps_make_the_loss_fall(tmp_path, text):
 def test_resume_continues_at_the_next_epoch(tmp_path, text):
     train.train(text, tmp_path, SMALL, progress=False, log=lambda *_: None)
     messages = []
-    train.train(text, tmp_path, train.TrainConfig(epochs=3), resume=True, progress=False,
-                log=messages.append)
+    more = dataclasses.replace(train.saved_config(tmp_path), epochs=3)
+    train.train(text, tmp_path, more, resume=True, progress=False, log=messages.append)
     assert any("resuming after epoch 2" in m for m in messages)
     assert [int(r["epoch"]) for r in _metrics(tmp_path)] == [1, 2, 3]
 
