@@ -140,24 +140,24 @@ class Generation:
 def generate(sampler: Sampler, seeds: list[str], length: int, temperatures: float | list[float] = 1.0,
              random_seed: int | None = None, top_k: int = 0) -> list[Generation]:
     """Continue each (already cleaned, non-empty) seed by `length` characters, all in one batch."""
-    n = len(seeds)
-    temps = temperatures if isinstance(temperatures, (list, tuple, np.ndarray)) else [temperatures] * n
-    row_seeds = None if random_seed is None else [random_seed * 1_000_003 + i for i in range(n)]
     states, last = sampler.prime([sampler.vocab.encode(s) for s in seeds])
-    ids, states, last = sampler.sample(last, states, temps, length, seeds=row_seeds, top_k=top_k)
-    return [Generation(sampler.vocab.decode(ids[i]), states[i], sampler.vocab.decode([last[i]]))
-            for i in range(n)]
+    return _sample_rows(sampler, last, states, length, temperatures, random_seed, top_k)
 
 
 def continue_from(sampler: Sampler, states: np.ndarray, last_chars: list[str], length: int,
                   temperatures: float | list[float] = 1.0, random_seed: int | None = None,
                   top_k: int = 0) -> list[Generation]:
     """Go on from stored states and last characters exactly where a generation stopped."""
-    n = len(last_chars)
+    last = np.array([sampler.vocab.id_of(c) for c in last_chars], np.int32)
+    return _sample_rows(sampler, last, np.asarray(states, np.float32), length, temperatures,
+                        random_seed, top_k)
+
+
+def _sample_rows(sampler: Sampler, last, states, length, temperatures, random_seed, top_k):
+    """One temperature for all rows or one per row; row i's random seed is random_seed * 1_000_003 + i."""
+    n = len(last)
     temps = temperatures if isinstance(temperatures, (list, tuple, np.ndarray)) else [temperatures] * n
     row_seeds = None if random_seed is None else [random_seed * 1_000_003 + i for i in range(n)]
-    last = np.array([sampler.vocab.id_of(c) for c in last_chars], np.int32)
-    ids, states, last = sampler.sample(last, np.asarray(states, np.float32), temps, length,
-                                       seeds=row_seeds, top_k=top_k)
+    ids, states, last = sampler.sample(last, states, temps, length, seeds=row_seeds, top_k=top_k)
     return [Generation(sampler.vocab.decode(ids[i]), states[i], sampler.vocab.decode([last[i]]))
             for i in range(n)]
