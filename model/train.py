@@ -41,6 +41,7 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # for quick runs and tests
     embedding_dim: int = 128
     rnn_units: int = 512
+    init_from: str | None = None  # a model folder whose weights (and vocabulary) start the run
 
 
 @dataclass
@@ -115,6 +116,13 @@ def train(text: str, out_dir: str | Path, cfg: TrainConfig, strip_accents: bool 
             raise FileNotFoundError(f"nothing to resume in {out}: no {bundle.CONFIG_FILE}")
         vocab = Vocab.load(out / bundle.VOCAB_FILE)
         hp = Hyperparameters(**json.loads((out / bundle.CONFIG_FILE).read_text()))
+    elif cfg.init_from:  # fine-tuning: the starting model's vocabulary and sizes, our dropout
+        start = bundle.load(cfg.init_from)
+        if start.hp.strip_accents != strip_accents:
+            raise ValueError(f"{cfg.init_from} was trained with strip_accents={start.hp.strip_accents}")
+        vocab = start.vocab
+        hp = Hyperparameters(len(vocab), start.hp.embedding_dim, start.hp.rnn_units, cfg.dropout,
+                             strip_accents)
     else:
         vocab = Vocab.from_text(text)
         hp = Hyperparameters(len(vocab), cfg.embedding_dim, cfg.rnn_units, cfg.dropout, strip_accents)
@@ -123,6 +131,8 @@ def train(text: str, out_dir: str | Path, cfg: TrainConfig, strip_accents: bool 
     tf.keras.utils.set_random_seed(cfg.seed)
     train_ids, val_ids = vocab.encode(train_text), vocab.encode(val_text)
     network = build(hp)
+    if cfg.init_from and not resume:
+        network.load_weights(str(Path(cfg.init_from) / bundle.WEIGHTS_FILE))
     steps = _steps_per_epoch(len(train_ids), cfg)
     schedule = tf.keras.optimizers.schedules.CosineDecay(
         cfg.learning_rate, decay_steps=max(1, cfg.epochs * steps), alpha=cfg.final_lr_fraction)

@@ -70,3 +70,13 @@ class _Taker:
 
     def take(self, _n):
         return self.it
+
+
+def test_fine_tuning_starts_from_a_model_folder(tmp_path, text):
+    train.train(text, tmp_path / "first", SMALL, progress=False, log=lambda *_: None)
+    first = _metrics(tmp_path / "first")
+    tuned = dataclasses.replace(SMALL, epochs=1, learning_rate=1e-3, init_from=str(tmp_path / "first"))
+    train.train(text, tmp_path / "tuned", tuned, progress=False, log=lambda *_: None)
+    # it starts where the first run ended, not from scratch
+    assert float(_metrics(tmp_path / "tuned")[0]["val_loss"]) < float(first[0]["val_loss"])
+    assert bundle.load(tmp_path / "tuned").vocab.chars == bundle.load(tmp_path / "first").vocab.chars
