@@ -47,8 +47,12 @@ def choose(logits, temperatures, seeds, positions, top_k=0):
     never = tf.constant(-1e9, logits.dtype)
     logits = tf.where(tf.range(vocab_size)[None, :] == UNK_ID, never, logits)
     top_k = tf.convert_to_tensor(top_k, tf.int32)
-    kth = tf.math.top_k(logits, k=tf.clip_by_value(top_k, 1, vocab_size)).values[:, -1:]  # [batch, 1]
-    logits = tf.where((top_k > 0) & (logits < kth), never, logits)
+
+    def keep_top_k():
+        kth = tf.math.top_k(logits, k=tf.clip_by_value(top_k, 1, vocab_size)).values[:, -1:]  # [batch, 1]
+        return tf.where(logits < kth, never, logits)
+
+    logits = tf.cond(top_k > 0, keep_top_k, lambda: logits)  # no sort per step unless asked for
     gumbel = -tf.math.log(-tf.math.log(_uniform(seeds, positions, vocab_size)))
     safe_t = tf.maximum(temperatures, 1e-6)[:, None]
     noisy = tf.where(temperatures[:, None] > 0, logits / safe_t + gumbel, logits)

@@ -27,10 +27,10 @@ CHECKPOINT_DIR = "checkpoints"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 30
+    epochs: int = 20
     learning_rate: float = 3e-3  # peak; cosine decay to final_lr_fraction of it over all epochs
     final_lr_fraction: float = 0.03
-    dropout: float = 0.15
+    dropout: float = 0.35
     clipnorm: float = 1.0  # global gradient norm clip; a GRU without it can blow up early on
     patience: int = 4  # stop after this many epochs without a better held-out loss
     seq_len: int = data.SEQ_LEN
