@@ -13,6 +13,24 @@ from cli.ops import cmd_backup, cmd_health
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter (CUDA probes)
 
 
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with the C++ side's standard error muted: its absl logger prints CUDA and
+    oneDNN notices before any level applies. Python errors still raise; TF_CPP_MIN_LOG_LEVEL below 3
+    (e.g. 0 for debugging) keeps everything."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "3" or "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+            import keras  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _corpus_text(args, strip_accents: bool) -> str:
     from model import corpus
 
@@ -230,6 +248,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    _import_tensorflow_quietly()
     from cli.config import ConfigError, load
     from model.bundle import ModelFolderError
     from model.corpus import CorpusError
