@@ -27,7 +27,7 @@ CHECKPOINT_DIR = "checkpoints"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 20
+    epochs: int = 30
     learning_rate: float = 3e-3  # peak; cosine decay to final_lr_fraction of it over all epochs
     final_lr_fraction: float = 0.03
     dropout: float = 0.35
