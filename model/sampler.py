@@ -112,11 +112,13 @@ class Sampler:
     def zero_state(self, batch: int) -> np.ndarray:
         return np.zeros([batch, self.units], np.float32)
 
-    def prime(self, seeds_ids: list[np.ndarray], states: np.ndarray | None = None):
-        """Consume each seed but its last character. Returns (states [batch, units], last ids [batch])."""
+    def prime(self, seeds_ids: list[np.ndarray], states: np.ndarray | None = None, min_time: int = 1):
+        """Consume each seed but its last character. Returns (states [batch, units], last ids [batch]).
+
+        The time axis is padded to at least `min_time` steps (few shapes, few XLA compilations)."""
         batch = len(seeds_ids)
         lengths = np.array([len(s) - 1 for s in seeds_ids], np.int32)
-        padded = np.zeros([batch, max(1, int(lengths.max(initial=0)))], np.int32)
+        padded = np.zeros([batch, max(1, min_time, int(lengths.max(initial=0)))], np.int32)
         for i, s in enumerate(seeds_ids):
             padded[i, : len(s) - 1] = s[:-1]
         states = self.zero_state(batch) if states is None else np.asarray(states, np.float32)

@@ -366,13 +366,13 @@ def _chunk_steps(chunk_steps: int, least_remaining: int) -> int:
 def _prime_padded(sampler: Sampler, seeds_ids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """sampler.prime over the batch padded to [power of two rows, power of two characters].
 
-    One filler row as long as the time bucket sets the time axis; the other fillers have one
-    character, so nothing to read. Returns (states [n, units], last ids [n]) of the real rows.
+    Filler rows have one character, so nothing to read. Returns (states [n, units], last ids [n])
+    of the real rows.
     """
     n = len(seeds_ids)
     time = _bucket(max(len(s) - 1 for s in seeds_ids), _MIN_PRIME_TIME)
-    fillers = [np.ones(time + 1, np.int32)] + [np.ones(1, np.int32)] * (_bucket(n + 1) - n - 1)
-    states, last = sampler.prime(list(seeds_ids) + fillers)
+    fillers = [np.ones(1, np.int32)] * (_bucket(n) - n)
+    states, last = sampler.prime(list(seeds_ids) + fillers, min_time=time)
     return states[:n], last[:n]
 
 
