@@ -7,13 +7,12 @@ and implements `Output`: how to send a reply, and how to show a reply that is st
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from typing import AsyncIterator, Protocol
 
 from bot import messages, metrics
-from bot.parsing import Command, parse_int, parse_number
+from bot.parsing import Command, format_number, parse_int, parse_number
 from bot.ratelimit import RateLimiter
 from cli.config import ChatSection
 from service.generation import Busy, GenerationService
@@ -22,11 +21,6 @@ from storage import ChatKey, Continuation, Storage, StorageError
 log = logging.getLogger("cervantes.requests")
 
 TAIL_CHARS = 500  # text kept per chat to re-prime a new model after a retraining
-
-
-def tag(chat: ChatKey) -> str:
-    """What logs show instead of a chat id."""
-    return hashlib.sha256(f"{chat.platform}:{chat.chat_id}".encode()).hexdigest()[:12]
 
 
 class Output(Protocol):
@@ -90,14 +84,14 @@ class Commands:
             stream = self.service.stream(seed, state=state, last_char=last_char,
                                          temperature=temperature, length=length)
         except Busy:
-            _record({"platform": chat.platform, "chat": tag(chat), "command": name, "outcome": "busy"})
+            _record({"platform": chat.platform, "chat": chat.tag, "command": name, "outcome": "busy"})
             await out.send(messages.BUSY)
             return
         outcome = {"status": "ok"}
         await out.stream(self._pieces(chat, stream, show_seed, note, previous_tail, outcome))
         result = getattr(stream, "result", None)
         _record({
-            "platform": chat.platform, "chat": tag(chat), "command": name, "outcome": outcome["status"],
+            "platform": chat.platform, "chat": chat.tag, "command": name, "outcome": outcome["status"],
             "characters": len(result.text) if result else 0,
             "latency_ms": round((time.perf_counter() - started) * 1000),
             "batch_size": result.batch_size if result else 0})
@@ -121,7 +115,7 @@ class Commands:
             return
         except Exception:
             outcome["status"] = "error"
-            logging.getLogger(__name__).exception("generation failed for chat %s", tag(chat))
+            logging.getLogger(__name__).exception("generation failed for chat %s", chat.tag)
             yield ("\n\n" if produced else "") + messages.FAILED
             return
         result = stream.result
@@ -136,7 +130,7 @@ class Commands:
             await self.storage.save_continuation(chat, Continuation(
                 state=result.state, model_id=self.model_id, last_char=result.last_char, tail=tail))
         except StorageError:
-            logging.getLogger(__name__).exception("continuation not saved for chat %s", tag(chat))
+            logging.getLogger(__name__).exception("continuation not saved for chat %s", chat.tag)
             notes.append(messages.NOT_SAVED)
         if notes:
             yield "\n\n" + "\n".join(notes)
@@ -149,16 +143,16 @@ class Commands:
         if not argument:
             current = (await self.storage.get_settings(chat)).temperature
             value = current if current is not None else c.temperature
-            await out.send(messages.TEMPERATURE_IS.format(value=_num(value), tmin=_num(c.min_temperature),
-                                                          tmax=_num(c.max_temperature)))
+            await out.send(messages.TEMPERATURE_IS.format(value=format_number(value), tmin=format_number(c.min_temperature),
+                                                          tmax=format_number(c.max_temperature)))
             return
         value = parse_number(argument)
         if value is None or not c.min_temperature <= value <= c.max_temperature:
-            await out.send(messages.TEMPERATURE_BAD.format(tmin=_num(c.min_temperature),
-                                                           tmax=_num(c.max_temperature)))
+            await out.send(messages.TEMPERATURE_BAD.format(tmin=format_number(c.min_temperature),
+                                                           tmax=format_number(c.max_temperature)))
             return
         await self._save(out, self.storage.set_temperature(chat, value),
-                         messages.TEMPERATURE_SET.format(value=_num(value)))
+                         messages.TEMPERATURE_SET.format(value=format_number(value)))
 
     async def longitud(self, chat: ChatKey, argument: str, out: Output) -> None:
         """Muestra o fija cuántos caracteres escribe."""
@@ -180,7 +174,7 @@ class Commands:
         try:
             deleted = await self.storage.forget(chat)
         except StorageError:
-            logging.getLogger(__name__).exception("forget failed for chat %s", tag(chat))
+            logging.getLogger(__name__).exception("forget failed for chat %s", chat.tag)
             await out.send(messages.SETTING_NOT_SAVED)
             return
         self.limiter.forget(chat)
@@ -192,7 +186,7 @@ class Commands:
 
     def help_text(self) -> str:
         c = self.chat
-        return messages.HELP.format(tmin=_num(c.min_temperature), tmax=_num(c.max_temperature),
+        return messages.HELP.format(tmin=format_number(c.min_temperature), tmax=format_number(c.max_temperature),
                                     lmin=c.min_length, lmax=c.max_length)
 
     async def _save(self, out: Output, write, confirmation: str) -> None:
@@ -203,11 +197,6 @@ class Commands:
             await out.send(messages.SETTING_NOT_SAVED)
             return
         await out.send(confirmation)  # only once the write is committed
-
-
-def _num(value: float) -> str:
-    """0.5 -> "0,5": numbers the Spanish way."""
-    return f"{value:g}".replace(".", ",")
 
 
 def _record(fields: dict) -> None:

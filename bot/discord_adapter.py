@@ -17,7 +17,7 @@ import discord
 from discord import app_commands
 
 from bot.commands import ChatKey, Commands
-from bot.parsing import COMMANDS, Command, parse
+from bot.parsing import COMMANDS, Command, format_number, parse
 from bot.replies import EditPacer
 from bot.replies import split as split_chars
 from cli.config import DiscordSection
@@ -242,7 +242,7 @@ class DiscordAdapter:
 def _slash_commands(adapter: DiscordAdapter, commands: Commands) -> list[app_commands.Command]:
     """The six slash commands; each description is the docstring of its method in Commands."""
     c = commands.chat
-    tmin, tmax = (f"{t:g}".replace(".", ",") for t in (c.min_temperature, c.max_temperature))
+    tmin, tmax = format_number(c.min_temperature), format_number(c.max_temperature)
 
     @app_commands.command(description=Commands.cervantes.__doc__)
     @app_commands.describe(semilla="Cómo empieza el texto, y yo lo continúo. Ejemplo: Sancho dijo")

@@ -41,6 +41,11 @@ def parse_number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def format_number(value: float) -> str:
+    """0.5 -> "0,5": numbers shown the Spanish way, as parse_number reads them back."""
+    return f"{value:g}".replace(".", ",")
+
+
 def parse_int(text: str) -> int | None:
     text = text.strip()
     return int(text) if re.fullmatch(r"[+-]?[0-9]{1,9}", text) else None

@@ -161,21 +161,21 @@ class TelegramOutput:
                 delay = _seconds(exc)
                 self.pacer.hold(self.chat_id, delay)
                 if last or not patient:
-                    log.warning("%s for chat %s: rate limited for %.0f s", method, self.chat.hashed, delay)
+                    log.warning("%s for chat %s: rate limited for %.0f s", method, self.chat.tag, delay)
                     return None
                 await asyncio.sleep(delay)
             except BadRequest as exc:
                 if "message is not modified" in exc.message.lower():
                     return True
-                log.warning("%s refused for chat %s: %s", method, self.chat.hashed, _describe(exc))
+                log.warning("%s refused for chat %s: %s", method, self.chat.tag, _describe(exc))
                 return None
             except (TimedOut, NetworkError) as exc:
                 if last or (not idempotent and _maybe_done(exc)):
-                    log.warning("%s failed for chat %s: %s", method, self.chat.hashed, _describe(exc))
+                    log.warning("%s failed for chat %s: %s", method, self.chat.tag, _describe(exc))
                     return None
                 await asyncio.sleep(BACKOFF_S * 2**attempt)
             except TelegramError as exc:  # Forbidden (blocked by the user), ChatMigrated, ...
-                log.warning("%s failed for chat %s: %s", method, self.chat.hashed, _describe(exc))
+                log.warning("%s failed for chat %s: %s", method, self.chat.tag, _describe(exc))
                 return None
         return None
 

@@ -44,9 +44,7 @@ class NotebookOneStep:
         return self.to_chars(next_ids), state
 
     def generate(self, seed: str, length: int) -> str:
-        chars, state, out = tf.constant([seed]), None, []
-        if state is None:
-            state = tf.zeros([1, self.network.hp.rnn_units])
+        chars, state, out = tf.constant([seed]), tf.zeros([1, self.network.hp.rnn_units]), []
         for _ in range(length):
             chars, state = self.step(chars, state)
             out.append(chars)

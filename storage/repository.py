@@ -40,6 +40,11 @@ class ChatKey(NamedTuple):
     platform: str  # "telegram", "discord", "console"
     chat_id: str  # as text: Discord snowflakes, Telegram's negative group ids
 
+    @property
+    def tag(self) -> str:
+        """Names the chat in logs without its id: the same short hash in every log line."""
+        return hashlib.sha256(f"{self.platform}:{self.chat_id}".encode()).hexdigest()[:12]
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -117,11 +122,6 @@ def _translated(doing: str) -> Iterator[None]:
         if why is None:
             raise
         raise StorageError(f"could not {doing}: {why} ({exc})") from exc
-
-
-def _short_hash(chat_id: str) -> str:
-    """Names a chat in logs without its id."""
-    return hashlib.sha256(chat_id.encode("utf-8")).hexdigest()[:10]
 
 
 def _is_finite_number(value) -> bool:
@@ -241,13 +241,13 @@ class Storage:
                        why: str) -> None:
         """Log an unreadable row and delete it; never raises (a read-only file keeps the row)."""
         log.warning("unreadable %s of %s chat #%s, deleting it: %s",
-                    what, key.platform, _short_hash(key.chat_id), why)
+                    what, key.platform, key.tag, why)
         try:
             async with self._transaction(db):
                 await db.execute(delete_sql, key)
         except sqlite3.Error as exc:
             log.warning("could not delete the unreadable row of %s chat #%s: %s",
-                        key.platform, _short_hash(key.chat_id), exc)
+                        key.platform, key.tag, exc)
 
     # --- settings -------------------------------------------------------------------------------
 
