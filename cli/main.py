@@ -55,6 +55,7 @@ def cmd_train(args) -> int:
     given = {k: v for k, v in {
         "epochs": args.epochs, "learning_rate": args.learning_rate, "dropout": args.dropout,
         "patience": args.patience, "max_steps_per_epoch": args.max_steps, "init_from": args.init_from,
+        "stateful": args.stateful,
     }.items() if v is not None}
     # --resume goes on with the run's own settings, changed only where an option says so
     base = train.saved_config(args.out) if args.resume else train.TrainConfig()
@@ -189,6 +190,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--learning-rate", type=float)
     t.add_argument("--dropout", type=float)
     t.add_argument("--patience", type=int, help="early stopping: epochs without improvement")
+    t.add_argument("--stateful", action="store_true", default=None,
+                   help="carry the GRU state from batch to batch over contiguous streams")
     t.add_argument("--max-steps", type=int, help="batches per epoch at most (quick runs)")
     t.add_argument("--init-from", metavar="DIR", help="start from this model folder's weights (fine-tuning)")
     t.set_defaults(func=cmd_train)

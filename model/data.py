@@ -34,3 +34,23 @@ def training_dataset(
         .batch(batch_size, drop_remainder=True)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+def stream_batches(ids: np.ndarray, seq_len: int = SEQ_LEN, batch_size: int = BATCH_SIZE,
+                   offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch for stateful training: ids[offset:] cut into batch_size contiguous streams, and
+    step s takes the s-th window of every stream, so row b of step s + 1 continues row b of step s
+    and the GRU state can be carried from one step to the next, as the bot and the evaluation read.
+
+    Returns inputs and targets [steps, batch_size, seq_len].
+    """
+    usable = len(ids) - offset - 1
+    length = usable // batch_size // seq_len * seq_len  # characters per stream, whole windows only
+    if length < seq_len:
+        raise ValueError(f"{len(ids)} characters are too few for {batch_size} streams of {seq_len}")
+    starts = offset + np.arange(batch_size) * (usable // batch_size)
+    rows = np.stack([ids[s : s + length + 1] for s in starts])  # [batch, length + 1]
+    steps = length // seq_len
+    inputs = rows[:, :-1].reshape(batch_size, steps, seq_len).transpose(1, 0, 2)
+    targets = rows[:, 1:].reshape(batch_size, steps, seq_len).transpose(1, 0, 2)
+    return inputs, targets

@@ -37,6 +37,7 @@ class TrainConfig:
     batch_size: int = data.BATCH_SIZE
     shuffle_buffer: int = data.SHUFFLE_BUFFER
     shift_windows: bool = True  # start each epoch's windows at a new offset
+    stateful: bool = False  # contiguous streams, the GRU state carried from batch to batch
     seed: int = 42
     max_steps_per_epoch: int | None = None  # for quick runs and tests
     embedding_dim: int = 128
@@ -153,13 +154,15 @@ def train(text: str, out_dir: str | Path, cfg: TrainConfig, strip_accents: bool 
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     @tf.function
-    def train_step(x, y):
+    def train_step(x, y, state):
         with tf.GradientTape() as tape:
-            logits, _ = network(x, training=True)  # [batch, seq_len, vocab]
+            logits, state = network(x, state, training=True)  # [batch, seq_len, vocab]
             loss = loss_fn(y, logits)
         grads = tape.gradient(loss, network.trainable_variables)
         optimizer.apply_gradients(zip(grads, network.trainable_variables))
-        return loss
+        return loss, tf.stop_gradient(state)
+
+    zeros = tf.zeros([cfg.batch_size, hp.rnn_units])
 
     history = _read_history(out / METRICS_FILE)[: int(epoch_var)]
     interrupted = False
@@ -168,14 +171,22 @@ def train(text: str, out_dir: str | Path, cfg: TrainConfig, strip_accents: bool 
     while int(epoch_var) < cfg.epochs:
         epoch = int(epoch_var) + 1
         offset = int(offsets[epoch]) if cfg.shift_windows else 0
-        dataset = data.training_dataset(train_ids, cfg.seq_len, cfg.batch_size, cfg.shuffle_buffer,
-                                        offset=offset, seed=cfg.seed + epoch).take(steps)
+        if cfg.stateful:  # in order: each batch continues the one before, row by row
+            inputs, targets = data.stream_batches(train_ids, cfg.seq_len, cfg.batch_size, offset)
+            dataset = list(zip(inputs, targets))[:steps]
+        else:
+            dataset = data.training_dataset(train_ids, cfg.seq_len, cfg.batch_size,
+                                            cfg.shuffle_buffer, offset=offset,
+                                            seed=cfg.seed + epoch).take(steps)
         start, total, count = time.time(), 0.0, 0
         bar = tqdm(dataset, total=steps, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress,
                    unit="batch", dynamic_ncols=True)
+        state = zeros
         try:
             for x, y in bar:
-                total += float(train_step(x, y))
+                loss, carried = train_step(x, y, state)
+                state = carried if cfg.stateful else zeros
+                total += float(loss)
                 count += 1
                 bar.set_postfix(loss=f"{total / count:.4f}")
         except KeyboardInterrupt:

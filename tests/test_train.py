@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 
+import numpy as np
 import pytest
 
 from model import bundle, corpus, data, train
@@ -80,3 +81,21 @@ def test_fine_tuning_starts_from_a_model_folder(tmp_path, text):
     # it starts where the first run ended, not from scratch
     assert float(_metrics(tmp_path / "tuned")[0]["val_loss"]) < float(first[0]["val_loss"])
     assert bundle.load(tmp_path / "tuned").vocab.chars == bundle.load(tmp_path / "first").vocab.chars
+
+
+def test_stateful_batches_continue_each_other_row_by_row():
+    ids = np.arange(10_000)
+    inputs, targets = data.stream_batches(ids, seq_len=100, batch_size=8, offset=3)
+    assert inputs.shape == targets.shape == (12, 8, 100)
+    assert (targets == inputs + 1).all()  # targets are the inputs shifted by one
+    assert (inputs[1:, :, 0] == inputs[:-1, :, -1] + 1).all()  # step s + 1 goes on from step s
+    assert inputs[0, 0, 0] == 3 and len(np.unique(inputs)) == inputs.size  # no character twice
+
+
+def test_stateful_training_makes_the_loss_fall(tmp_path, text):
+    cfg = dataclasses.replace(SMALL, stateful=True)
+    result = train.train(text, tmp_path, cfg, progress=False, log=lambda *_: None)
+    rows = _metrics(tmp_path)
+    assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert result.best_epoch == 2
+    assert train.saved_config(tmp_path).stateful  # --resume goes on the same way
