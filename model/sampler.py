@@ -1,9 +1,9 @@
 """The stepwise sampler: prime a batch of seeds, then sample N characters in one compiled call.
 
-The GRU cell is written out over the trained weights so that one step is two matrix products:
+The GRU cell is written out over the trained weights so that one step is one matrix product:
 the input half of the cell is a table lookup (embedding @ kernel + bias, precomputed per character),
-the recurrent half is [batch, units] @ [units, 3 * units], and the output layer [batch, units] @
-[units, vocab]. Each row carries its own temperature, random seed and position, so a row's text
+and the new state is multiplied once by [recurrent kernel | output kernel], [units, 3 * units +
+vocab], which gives the logits of this step and the recurrent half of the next. Each row carries its own temperature, random seed and position, so a row's text
 depends only on its own inputs, never on which other rows share the batch.
 """
 
@@ -72,8 +72,9 @@ class Sampler:
         self.input_table = tf.constant(emb @ tf.convert_to_tensor(cell.kernel) + bias[0])  # [vocab, 3u]
         self.recurrent_kernel = tf.constant(cell.recurrent_kernel)  # [units, 3u]
         self.recurrent_bias = tf.constant(bias[1])  # [3u]
-        self.out_kernel = tf.constant(network.dense.kernel)  # [units, vocab]
         self.out_bias = tf.constant(network.dense.bias)  # [vocab]
+        self.both_kernels = tf.constant(tf.concat(  # [units, 3u + vocab]: one product per step
+            [self.recurrent_kernel, tf.convert_to_tensor(network.dense.kernel)], axis=1))
         u = self.units
         self._prime = tf.function(self._prime_impl, jit_compile=True, input_signature=[
             tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32),
@@ -83,27 +84,35 @@ class Sampler:
             tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int64),
             tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
 
-    def _cell(self, ids, h):
-        """One GRU step (Keras GRU, reset_after): ids [batch], h [batch, units] -> h [batch, units]."""
+    def _cell(self, ids, h, hr):
+        """One GRU step (Keras GRU, reset_after): ids [batch], h [batch, units] and its recurrent
+        half hr = h @ recurrent_kernel + recurrent_bias [batch, 3 * units] -> the next h."""
         x_z, x_r, x_h = tf.split(tf.gather(self.input_table, ids), 3, axis=-1)
-        h_z, h_r, h_h = tf.split(h @ self.recurrent_kernel + self.recurrent_bias, 3, axis=-1)
+        h_z, h_r, h_h = tf.split(hr, 3, axis=-1)
         z = tf.sigmoid(x_z + h_z)
         r = tf.sigmoid(x_r + h_r)
         return z * h + (1.0 - z) * tf.tanh(x_h + r * h_h)
 
+    def _recurrent(self, h):
+        return h @ self.recurrent_kernel + self.recurrent_bias
+
     def _prime_impl(self, ids, lengths, h):
-        # ids [batch, time], right-padded; a row's state stops changing after its own length.
-        for t in tf.range(tf.shape(ids)[1]):
-            h_next = self._cell(ids[:, t], h)
+        # ids [batch, time], right-padded; a row's state stops changing after its own length, and
+        # the loop stops at the longest row, whatever the padding
+        for t in tf.range(tf.reduce_max(lengths)):
+            h_next = self._cell(ids[:, t], h, self._recurrent(h))
             h = tf.where((t < lengths)[:, None], h_next, h)
         return h
 
     def _sample_impl(self, last, h, temperatures, seeds, positions, steps, top_k):
         out = tf.TensorArray(tf.int32, size=steps)
+        split = [3 * self.units, self.vocab_size]
+        hr = self._recurrent(h)
         for t in tf.range(steps):
-            h = self._cell(last, h)
-            logits = h @ self.out_kernel + self.out_bias  # [batch, vocab]
-            last = choose(logits, temperatures, seeds, positions + t, top_k)
+            h = self._cell(last, h, hr)
+            hr, logits = tf.split(h @ self.both_kernels, split, axis=-1)
+            hr += self.recurrent_bias
+            last = choose(logits + self.out_bias, temperatures, seeds, positions + t, top_k)
             out = out.write(t, last)
         return tf.transpose(out.stack()), h, last  # ids [batch, steps]
 
