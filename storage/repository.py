@@ -338,7 +338,11 @@ class Storage:
     # --- the chat as a whole, and the file ------------------------------------------------------
 
     # Every table keyed by chat; a new table in storage.migrations belongs here too.
-    _FORGET = (_DELETE_SETTINGS, _DELETE_CONTINUATION)
+    _CHAT_TABLES = ("chat_settings", "continuations")
+    _FORGET = tuple(f"DELETE FROM {table} WHERE platform = ? AND chat_id = ?" for table in _CHAT_TABLES)
+    # OR IGNORE: a row whose new key is taken stays where it is (and is then deleted with the old chat)
+    _MOVE = tuple(f"UPDATE OR IGNORE {table} SET platform = ?, chat_id = ? WHERE platform = ? AND chat_id = ?"
+                  for table in _CHAT_TABLES)
 
     async def forget(self, key: ChatKey | tuple[str, str | int]) -> bool:
         """Delete every row of the chat, all tables in one transaction. True if there was any."""
@@ -349,6 +353,24 @@ class Storage:
                 cursor = await db.execute(sql, key)
                 deleted += cursor.rowcount
         return deleted > 0
+
+    async def move_chat(self, old_key: ChatKey | tuple[str, str | int],
+                        new_key: ChatKey | tuple[str, str | int]) -> bool:
+        """Give the old chat's rows to the new one (a Telegram group that became a supergroup).
+
+        All tables in one transaction. Where the new chat already has a row, it keeps its own and the
+        old one is dropped. True if any row moved; a second call moves nothing.
+        """
+        old, new = _key(old_key), _key(new_key)
+        if old == new:
+            return False
+        moved = 0
+        async with self._locked("move the chat") as db, self._transaction(db):
+            for move, forget in zip(self._MOVE, self._FORGET):
+                cursor = await db.execute(move, (*new, *old))
+                moved += cursor.rowcount
+                await db.execute(forget, old)
+        return moved > 0
 
     async def backup(self, dest: str | os.PathLike) -> Path:
         """A consistent copy of the database through sqlite's online backup API, safe while running.

@@ -131,6 +131,46 @@ async def test_forget_removes_every_row_of_that_chat_only(storage, db_path):
     assert await storage.forget(TG) is False  # nothing left to forget
 
 
+async def test_move_chat_takes_settings_and_continuation_to_the_new_chat(storage, db_path):
+    group, supergroup = ChatKey("telegram", "-4001"), ChatKey("telegram", "-1004001")
+    await storage.set_temperature(group, 1.5)
+    await storage.set_length(group, 120)
+    await storage.save_continuation(group, continuation(seed=1))
+    await storage.set_temperature(DC, 0.3)  # another chat: untouched
+
+    assert await storage.move_chat(group, ("telegram", -1004001)) is True
+    assert await storage.get_settings(supergroup) == Settings(1.5, 120)
+    moved = await storage.get_continuation(supergroup)
+    assert np.array_equal(moved.state, continuation(seed=1).state) and moved.tail == TAIL
+    assert all(n == 0 for n in keyed_rows(db_path, group).values())
+    assert await storage.get_settings(DC) == Settings(0.3)
+
+    assert await storage.move_chat(group, supergroup) is False  # again: nothing left to move
+    assert await storage.get_settings(supergroup) == Settings(1.5, 120)
+    assert await storage.move_chat(supergroup, supergroup) is False  # never deletes a chat's own rows
+    assert await storage.get_settings(supergroup) == Settings(1.5, 120)
+
+
+async def test_move_chat_keeps_the_new_chats_own_rows(storage, db_path):
+    group, supergroup = ChatKey("telegram", "-4002"), ChatKey("telegram", "-1004002")
+    await storage.set_temperature(supergroup, 0.7)  # set in the supergroup before the move came
+    await storage.set_temperature(group, 1.5)
+    await storage.set_length(group, 120)
+    await storage.save_continuation(group, continuation(seed=1))
+
+    assert await storage.move_chat(group, supergroup) is True  # the continuation moved
+    assert await storage.get_settings(supergroup) == Settings(0.7)  # its own row, not merged with the old
+    assert np.array_equal((await storage.get_continuation(supergroup)).state, continuation(seed=1).state)
+    assert all(n == 0 for n in keyed_rows(db_path, group).values())
+
+    await storage.set_temperature(group, 1.9)  # every table in conflict: nothing moves, the old rows go
+    await storage.save_continuation(group, continuation(seed=3))
+    assert await storage.move_chat(group, supergroup) is False
+    assert await storage.get_settings(supergroup) == Settings(0.7)
+    assert np.array_equal((await storage.get_continuation(supergroup)).state, continuation(seed=1).state)
+    assert all(n == 0 for n in keyed_rows(db_path, group).values())
+
+
 async def test_data_survives_reopening(db_path):
     async with await Storage.open(db_path) as storage:
         await storage.set_temperature(TG, 1.2)

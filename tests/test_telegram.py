@@ -24,7 +24,8 @@ import pytest
 from bot import messages
 from bot.commands import ChatKey
 from bot.runtime import open_runtime
-from bot.telegram_adapter import TelegramAdapter, TelegramOutput, split
+from bot import telegram_adapter
+from bot.telegram_adapter import RETRIES, TelegramAdapter, TelegramOutput, split
 from cli.config import ChatSection, Config, GenerationSection, ModelSection, StorageSection, TelegramSection
 from telegram_emulator.emulator import free_port, missing as emulator_missing, running as running_emulator
 
@@ -54,10 +55,18 @@ class Peer:
         self.http = httpx.AsyncClient(base_url=url, timeout=10)
 
     async def say(self, text: str, chat_id: int = 1001, chat_type: str = "private", user_id: int = 501) -> None:
+        await self._message(chat_id, chat_type, user_id, text=text)
+
+    async def upgrade(self, group: int, supergroup: int, user_id: int = 501) -> None:
+        """The group becomes a supergroup: Telegram's service message in each of the two chats."""
+        await self._message(group, "group", user_id, migrate_to_chat_id=supergroup)
+        await self._message(supergroup, "supergroup", user_id, migrate_from_chat_id=group)
+
+    async def _message(self, chat_id: int, chat_type: str, user_id: int, **fields) -> None:
         chat = {"id": chat_id, "type": chat_type}
         chat.update({"title": "Tertulia"} if chat_type != "private" else {"first_name": "Alonso"})
-        message = {"botToken": self.token, "date": int(time.time()), "text": text, "chat": chat,
-                   "from": {"id": user_id, "is_bot": False, "first_name": "Alonso"}}
+        message = {"botToken": self.token, "date": int(time.time()), "chat": chat,
+                   "from": {"id": user_id, "is_bot": False, "first_name": "Alonso"}, **fields}
         (await self.http.post("/sendMessage", json=message)).raise_for_status()
 
     async def replies(self, chat_id: int) -> list[str]:
@@ -229,6 +238,81 @@ async def test_telegram_asking_to_wait_delays_the_reply_without_duplicating_it(b
     assert await peer.reply_to("/ayuda") == help_text()  # a server error is retried
     await asyncio.sleep(0.5)
     assert await peer.replies(1001) == [help_text(), help_text()]
+
+
+async def test_a_server_error_while_a_reply_is_edited_is_logged_by_tag_and_the_reply_completes(
+        bot, peer, caplog, monkeypatch):
+    monkeypatch.setattr(telegram_adapter, "BACKOFF_S", 0.01)
+    caplog.set_level(logging.INFO)
+    chat = ChatKey("telegram", "3002")
+    pieces = ["En un lugar", " de la Mancha,", " de cuyo nombre", " no quiero acordarme."]
+
+    async def written():
+        for piece in pieces:
+            yield piece
+            await asyncio.sleep(EDIT_INTERVAL_S * 1.5)  # room for an edit after every piece
+
+    await peer.fail_next("editMessageText", error_code=500, description="Internal Server Error", times=RETRIES + 1)
+    await TelegramOutput(bot.application.bot, 3002, chat, bot.pacer).stream(written())
+
+    assert await peer.replies(3002) == ["".join(pieces)]  # the full text, in one message
+    assert len(await peer.calls("sendMessage", 3002)) == 1
+    assert len(await peer.calls("editMessageText", 3002)) > RETRIES + 1  # edits went on after the failures
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"editMessageText failed for chat {chat.tag}: NetworkError: Internal Server Error"]
+    assert "3002" not in caplog.text
+
+
+async def test_a_group_that_becomes_a_supergroup_keeps_its_settings_and_continuation(bot, peer, caplog):
+    caplog.set_level(logging.INFO)
+    group, supergroup = -5001, -1005001
+    assert await peer.reply_to("/temperatura 1,5", group, chat_type="group") == \
+        messages.TEMPERATURE_SET.format(value="1,5")
+    await peer.continuation("/cervantes Sancho", "Sancho", group, chat_type="group")
+
+    await peer.upgrade(group, supergroup)
+    moved_to = ChatKey("telegram", str(supergroup))
+    deadline = time.monotonic() + 10
+    while (await bot.commands.storage.get_settings(moved_to)).temperature is None:  # the service messages handled
+        assert time.monotonic() < deadline, "the chat's settings never reached the supergroup"
+        await asyncio.sleep(0.05)
+
+    assert await peer.reply_to("/temperatura", supergroup, chat_type="supergroup") == \
+        messages.TEMPERATURE_IS.format(value="1,5", tmin="0,1", tmax="2")
+    (reply,) = await peer.continuation("/continuar", "", supergroup, chat_type="supergroup")
+    assert len(reply) == LENGTH  # it went on from where the group's reply stopped
+    assert str(supergroup) not in caplog.text and str(group) not in caplog.text
+    assert ChatKey("telegram", str(group)).tag in caplog.text and moved_to.tag in caplog.text
+
+
+async def test_a_reply_to_a_group_that_moved_goes_to_the_supergroup_with_the_settings(bot, peer, caplog):
+    caplog.set_level(logging.INFO)
+    group, supergroup = -5002, -1005002
+    temperature_is = messages.TEMPERATURE_IS.format(value="1,5", tmin="0,1", tmax="2")
+    assert await peer.reply_to("/temperatura 1,5", group, chat_type="group") == \
+        messages.TEMPERATURE_SET.format(value="1,5")
+
+    # The group has just become a supergroup; the bot learns it from the error to its reply.
+    await peer.fail_next("sendMessage", error_code=400, migrate_to_chat_id=supergroup,
+                         description="Bad Request: group chat was upgraded to a supergroup chat")
+    await peer.say("/temperatura", group, chat_type="group")
+    assert await peer.wait_for(supergroup, lambda r: len(r) >= 1) == [temperature_is]
+    assert await peer.reply_to("/temperatura", supergroup, chat_type="supergroup") == temperature_is
+    assert await peer.replies(group) == [messages.TEMPERATURE_SET.format(value="1,5")]
+    assert str(supergroup) not in caplog.text and str(group) not in caplog.text
+
+    # A streamed reply that learns it on its first post goes on in the supergroup, and /continuar too.
+    group, supergroup = -5003, -1005003
+    await peer.fail_next("sendMessage", error_code=400, migrate_to_chat_id=supergroup,
+                         description="Bad Request: group chat was upgraded to a supergroup chat")
+    await peer.say("/cervantes Sancho", group, chat_type="group")
+    await peer.wait_for(supergroup, lambda r: r and len(r[0]) >= len("Sancho") + LENGTH)
+    await asyncio.sleep(EDIT_INTERVAL_S * 2)
+    (reply,) = await peer.replies(supergroup)
+    assert reply.startswith("Sancho") and len(reply) == len("Sancho") + LENGTH
+    assert await peer.replies(group) == []
+    (more,) = await peer.continuation("/continuar", "", supergroup, chat_type="supergroup")
+    assert len(more) == LENGTH
 
 
 async def test_webhook_mode_receives_updates_with_the_secret(config, token, peer, monkeypatch):

@@ -11,9 +11,10 @@
 // the built-in ones and give those methods the Bot API's behaviour, errors included (400 "message
 // is not modified", "message is too long", ...). Two client routes of ours help the test:
 //   POST /calls    {token}                     every Bot API call the bot made, in order
-//   POST /failNext {token, method, error_code, description, retry_after, times}
+//   POST /failNext {token, method, error_code, description, retry_after, migrate_to_chat_id, times}
 //                                              the bot's next `times` calls of `method` fail
-//                                              with that error (429 + retry_after: RetryAfter)
+//                                              with that error (429 + retry_after: RetryAfter;
+//                                              400 + migrate_to_chat_id: ChatMigrated)
 const TelegramServer = require('telegram-test-api');
 const { routes } = require('telegram-test-api/lib/routes/index');
 
@@ -31,7 +32,7 @@ const BOT = {
 const MAX_TEXT = 4096;
 
 const calls = []; // {token, method, params, at}
-const failures = []; // {token, method, error_code, description, retry_after, times}
+const failures = []; // {token, method, error_code, description, parameters, times}
 const commands = {}; // token -> BotCommand[]
 
 // Form fields arrive as strings; structured ones (commands, reply_markup) as JSON strings.
@@ -87,7 +88,7 @@ function patchedRoutes(app, server) {
       const f = failures[i];
       f.times -= 1;
       if (f.times <= 0) failures.splice(i, 1);
-      fail(res, f.error_code, f.description, f.retry_after ? { retry_after: f.retry_after } : undefined);
+      fail(res, f.error_code, f.description, f.parameters);
       return;
     }
     next();
@@ -201,10 +202,13 @@ function patchedRoutes(app, server) {
 
   app.post('/failNext', (req, res) => {
     const { token, method } = req.body;
+    const parameters = {};
+    if (req.body.retry_after) parameters.retry_after = Number(req.body.retry_after);
+    if (req.body.migrate_to_chat_id) parameters.migrate_to_chat_id = Number(req.body.migrate_to_chat_id);
     failures.push({
       token, method, error_code: Number(req.body.error_code || 500),
       description: req.body.description || 'Internal Server Error',
-      retry_after: req.body.retry_after ? Number(req.body.retry_after) : undefined,
+      parameters: Object.keys(parameters).length ? parameters : undefined,
       times: Number(req.body.times || 1),
     });
     res.json({ ok: true, result: true });
