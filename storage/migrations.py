@@ -12,7 +12,8 @@ import sqlite3
 import aiosqlite
 
 # Every table is keyed by (platform, chat_id); chat ids are TEXT (Discord snowflakes, Telegram's
-# negative group ids), and `storage.repository._CHAT_TABLES` must list every table here (forget and move_chat use it).
+# negative group ids), and `storage.repository._CHAT_TABLES` must list every table here (forget
+# and move_chat use it).
 MIGRATIONS: tuple[str, ...] = (
     # 1: per-chat settings; NULL means "use the configured default".
     """
