@@ -54,6 +54,7 @@ def cmd_train(args) -> int:
 
     given = {k: v for k, v in {
         "epochs": args.epochs, "learning_rate": args.learning_rate, "dropout": args.dropout,
+        "recurrent_dropout": args.recurrent_dropout,
         "patience": args.patience, "max_steps_per_epoch": args.max_steps, "init_from": args.init_from,
         "stateful": args.stateful,
     }.items() if v is not None}
@@ -188,7 +189,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     t.add_argument("--strip-accents", action="store_true", help="the notebook's normalization")
     t.add_argument("--learning-rate", type=float)
-    t.add_argument("--dropout", type=float)
+    t.add_argument("--dropout", type=float, help="on the embeddings and the GRU outputs")
+    t.add_argument("--recurrent-dropout", type=float, help="on the GRU state inside the recurrence")
     t.add_argument("--patience", type=int, help="early stopping: epochs without improvement")
     t.add_argument("--stateful", action="store_true", default=None,
                    help="carry the GRU state from batch to batch over contiguous streams")

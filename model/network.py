@@ -13,6 +13,7 @@ class Hyperparameters:
     embedding_dim: int = 128
     rnn_units: int = 512
     dropout: float = 0.0  # on the embeddings and on the GRU outputs, training only
+    recurrent_dropout: float = 0.0  # on the GRU state inside the recurrence, training only
     strip_accents: bool = False  # the normalization the vocabulary was built with
 
     def to_dict(self) -> dict:
@@ -24,7 +25,8 @@ class CharGRU(tf.keras.Model):
         super().__init__(**kwargs)
         self.hp = hp
         self.embedding = tf.keras.layers.Embedding(hp.vocab_size, hp.embedding_dim)
-        self.gru = tf.keras.layers.GRU(hp.rnn_units, return_sequences=True, return_state=True)
+        self.gru = tf.keras.layers.GRU(hp.rnn_units, return_sequences=True, return_state=True,
+                                       recurrent_dropout=hp.recurrent_dropout)
         self.drop = tf.keras.layers.Dropout(hp.dropout)
         self.dense = tf.keras.layers.Dense(hp.vocab_size)
 

@@ -31,6 +31,7 @@ class TrainConfig:
     learning_rate: float = 3e-3  # peak; cosine decay to final_lr_fraction of it over all epochs
     final_lr_fraction: float = 0.03
     dropout: float = 0.35
+    recurrent_dropout: float = 0.0  # on the GRU state inside the recurrence
     clipnorm: float = 1.0  # global gradient norm clip; a GRU without it can blow up early on
     patience: int = 4  # stop after this many epochs without a better held-out loss
     seq_len: int = data.SEQ_LEN
@@ -123,10 +124,11 @@ def train(text: str, out_dir: str | Path, cfg: TrainConfig, strip_accents: bool 
             raise ValueError(f"{cfg.init_from} was trained with strip_accents={start.hp.strip_accents}")
         vocab = start.vocab
         hp = Hyperparameters(len(vocab), start.hp.embedding_dim, start.hp.rnn_units, cfg.dropout,
-                             strip_accents)
+                             cfg.recurrent_dropout, strip_accents)
     else:
         vocab = Vocab.from_text(text)
-        hp = Hyperparameters(len(vocab), cfg.embedding_dim, cfg.rnn_units, cfg.dropout, strip_accents)
+        hp = Hyperparameters(len(vocab), cfg.embedding_dim, cfg.rnn_units, cfg.dropout,
+                             cfg.recurrent_dropout, strip_accents)
     (out / TRAINING_FILE).write_text(json.dumps(asdict(cfg), indent=1) + "\n")
 
     tf.keras.utils.set_random_seed(cfg.seed)
