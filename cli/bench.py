@@ -3,7 +3,8 @@
 (a) the notebook's approach: a one-step model called once per character from Python, the seed
     re-split into strings and looked up each call, one stream of 1,000 characters;
 (b) our sampler, one stream of 1,000 characters in one compiled call;
-(c) the generation service with 8 and 64 concurrent requests of 300 characters.
+(c) the generation service with 8 and 64 concurrent requests of 300 characters, and, for scale, the
+    sampler alone writing the same 64 rows in one call (what the service could reach at best).
 Each figure is also given as a ratio to (a), measured in the same run on the same machine.
 """
 
@@ -90,6 +91,9 @@ def run(b: Bundle, quick: bool = False, chunk_steps: int = 50) -> dict:
         "sampler_one_stream": {"chars_per_s": _rate(
             lambda: generate(sampler, ["Sancho"], stream, 0.5), stream, repeats)},
     }
+    rows = [SEEDS[i % len(SEEDS)] for i in range(64)]
+    results["sampler_64_rows_one_call"] = {"chars_per_s": _rate(
+        lambda: generate(sampler, rows, length, 0.5), 64 * length, repeats)}
     for n in (8, 64):
         results[f"service_{n}_concurrent"] = asyncio.run(_concurrent(sampler, n, length, rounds, chunk_steps))
     base = results["notebook_one_stream"]["chars_per_s"]
