@@ -80,7 +80,7 @@ async def _concurrent(sampler: Sampler, n: int, length: int, rounds: int, chunk_
             "p50_s": float(np.percentile(latencies, 50)), "p95_s": float(np.percentile(latencies, 95))}
 
 
-def run(b: Bundle, quick: bool = False, chunk_steps: int = 50) -> dict:
+def run(b: Bundle, quick: bool = False, chunk_steps: int = 100) -> dict:
     length = 300
     repeats, rounds = (2, 2) if quick else (5, 4)
     notebook = NotebookOneStep(b)

@@ -134,7 +134,7 @@ class GenerationService:
     """
 
     def __init__(self, sampler: Sampler, *, max_batch: int = 64, max_wait_ms: float = 5,
-                 chunk_steps: int = 25, queue_size: int = 256, request_timeout_s: float = 30.0,
+                 chunk_steps: int = 100, queue_size: int = 256, request_timeout_s: float = 30.0,
                  max_seed_chars: int = seeds.MAX_SEED_CHARS, strip_accents: bool = False):
         if max_batch < 1 or chunk_steps < 1 or queue_size < 1:
             raise ValueError("max_batch, chunk_steps and queue_size must be at least 1")
