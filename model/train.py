@@ -31,7 +31,7 @@ class TrainConfig:
     learning_rate: float = 3e-3  # peak; cosine decay to final_lr_fraction of it over all epochs
     final_lr_fraction: float = 0.03
     dropout: float = 0.35
-    recurrent_dropout: float = 0.0  # on the GRU state inside the recurrence
+    recurrent_dropout: float = 0.15  # on the GRU state inside the recurrence
     clipnorm: float = 1.0  # global gradient norm clip; a GRU without it can blow up early on
     patience: int = 4  # stop after this many epochs without a better held-out loss
     seq_len: int = data.SEQ_LEN

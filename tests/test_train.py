@@ -11,7 +11,8 @@ import pytest
 from model import bundle, corpus, data, train
 
 SMALL = train.TrainConfig(epochs=2, max_steps_per_epoch=8, batch_size=16, rnn_units=32,
-                          embedding_dim=16, learning_rate=1e-2, dropout=0.0, patience=5)
+                          embedding_dim=16, learning_rate=1e-2, dropout=0.0, recurrent_dropout=0.0,
+                          patience=5)
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +100,14 @@ def test_stateful_training_makes_the_loss_fall(tmp_path, text):
     assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
     assert result.best_epoch == 2
     assert train.saved_config(tmp_path).stateful  # --resume goes on the same way
+
+
+def test_recurrent_dropout_is_for_training_only(tmp_path, text):
+    cfg = dataclasses.replace(SMALL, epochs=1, recurrent_dropout=0.3)
+    train.train(text, tmp_path, cfg, progress=False, log=lambda *_: None)
+    loaded = bundle.load(tmp_path)
+    assert loaded.hp.recurrent_dropout == 0.3  # kept with the model, so --resume trains the same way
+    ids = loaded.vocab.encode(text[:200])[None, :]
+    first, _ = loaded.network(ids)
+    again, _ = loaded.network(ids)
+    np.testing.assert_array_equal(first, again)  # no dropout when the bot writes
