@@ -98,10 +98,14 @@ class Sampler:
 
     def _prime_impl(self, ids, lengths, h):
         # ids [batch, time], right-padded; a row's state stops changing after its own length, and
-        # the loop stops at the longest row, whatever the padding
-        for t in tf.range(tf.reduce_max(lengths)):
+        # the loop stops at the longest row, whatever the padding. A while loop on a counter: a
+        # tf.range over a computed bound would make XLA compile again for every new set of lengths.
+        longest = tf.reduce_max(lengths)
+        t = tf.constant(0)
+        while t < longest:
             h_next = self._cell(ids[:, t], h, self._recurrent(h))
             h = tf.where((t < lengths)[:, None], h_next, h)
+            t += 1
         return h
 
     def _sample_impl(self, last, h, temperatures, seeds, positions, steps, top_k):
