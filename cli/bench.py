@@ -65,16 +65,19 @@ def _rate(fn, chars: int, repeats: int) -> float:
 async def _concurrent(sampler: Sampler, n: int, length: int, rounds: int, chunk_steps: int) -> dict:
     async with GenerationService(sampler, max_batch=64, chunk_steps=chunk_steps,
                                  queue_size=max(256, n)) as service:
-        async def one(i: int) -> float:
+        async def one(i: int, r: int) -> float:
+            # each round mixes the seeds differently, as real traffic would: a model call that
+            # compiled again for every new set of seed lengths would show here
             start = time.perf_counter()
-            await service.generate(SEEDS[i % len(SEEDS)], temperature=0.5, length=length)
+            await service.generate(SEEDS[(i + r * (i // len(SEEDS))) % len(SEEDS)], temperature=0.5,
+                                   length=length)
             return time.perf_counter() - start
 
-        await asyncio.gather(*(one(i) for i in range(n)))  # one unmeasured round: XLA compiles its shapes
+        await asyncio.gather(*(one(i, 0) for i in range(n)))  # one unmeasured round: XLA compiles its shapes
         walls, latencies = [], []
-        for _ in range(rounds):
+        for r in range(1, rounds + 1):
             start = time.perf_counter()
-            latencies += await asyncio.gather(*(one(i) for i in range(n)))
+            latencies += await asyncio.gather(*(one(i, r) for i in range(n)))
             walls.append(time.perf_counter() - start)
     return {"chars_per_s": n * length / statistics.median(walls),
             "p50_s": float(np.percentile(latencies, 50)), "p95_s": float(np.percentile(latencies, 95))}
