@@ -3,8 +3,9 @@
 The GRU cell is written out over the trained weights so that one step is one matrix product:
 the input half of the cell is a table lookup (embedding @ kernel + bias, precomputed per character),
 and the new state is multiplied once by [recurrent kernel | output kernel], [units, 3 * units +
-vocab], which gives the logits of this step and the recurrent half of the next. Each row carries its own temperature, random seed and position, so a row's text
-depends only on its own inputs, never on which other rows share the batch.
+vocab], which gives the logits of this step and the recurrent half of the next. Each row carries
+its own temperature, random seed and position, so a row's text depends only on its own inputs,
+never on which other rows share the batch.
 """
 
 from __future__ import annotations

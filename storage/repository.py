@@ -252,7 +252,6 @@ class Storage:
     # --- settings -------------------------------------------------------------------------------
 
     _SELECT_SETTINGS = "SELECT temperature, length FROM chat_settings WHERE platform = ? AND chat_id = ?"
-    _DELETE_SETTINGS = "DELETE FROM chat_settings WHERE platform = ? AND chat_id = ?"
 
     async def get_settings(self, key: ChatKey | tuple[str, str | int]) -> Settings:
         """The chat's settings; default Settings() for a chat never seen or a row that cannot be read."""
@@ -268,7 +267,7 @@ class Storage:
                 why = f"length {length!r:.20} is not a positive integer"
             else:
                 return Settings(None if temperature is None else float(temperature), length)
-            await self._discard(db, "settings", self._DELETE_SETTINGS, key, why)
+            await self._discard(db, "settings", self._FORGET["chat_settings"], key, why)
             return Settings()
 
     _UPSERT_TEMPERATURE = """
@@ -304,7 +303,6 @@ class Storage:
         SELECT state, units, model_id, last_char, tail, updated_at FROM continuations
         WHERE platform = ? AND chat_id = ?
     """
-    _DELETE_CONTINUATION = "DELETE FROM continuations WHERE platform = ? AND chat_id = ?"
 
     async def get_continuation(self, key: ChatKey | tuple[str, str | int]) -> Continuation | None:
         """Where the chat's last text stopped; None if there is none or its row cannot be read."""
@@ -316,7 +314,7 @@ class Storage:
             try:
                 return _continuation_from_row(*rows[0])
             except _Unreadable as exc:
-                await self._discard(db, "continuation", self._DELETE_CONTINUATION, key, str(exc))
+                await self._discard(db, "continuation", self._FORGET["continuations"], key, str(exc))
                 return None
 
     _UPSERT_CONTINUATION = """
@@ -339,17 +337,17 @@ class Storage:
 
     # Every table keyed by chat; a new table in storage.migrations belongs here too.
     _CHAT_TABLES = ("chat_settings", "continuations")
-    _FORGET = tuple(f"DELETE FROM {table} WHERE platform = ? AND chat_id = ?" for table in _CHAT_TABLES)
+    _FORGET = {table: f"DELETE FROM {table} WHERE platform = ? AND chat_id = ?" for table in _CHAT_TABLES}
     # OR IGNORE: a row whose new key is taken stays where it is (and is then deleted with the old chat)
-    _MOVE = tuple(f"UPDATE OR IGNORE {table} SET platform = ?, chat_id = ? WHERE platform = ? AND chat_id = ?"
-                  for table in _CHAT_TABLES)
+    _MOVE = {table: f"UPDATE OR IGNORE {table} SET platform = ?, chat_id = ? "
+                    "WHERE platform = ? AND chat_id = ?" for table in _CHAT_TABLES}
 
     async def forget(self, key: ChatKey | tuple[str, str | int]) -> bool:
         """Delete every row of the chat, all tables in one transaction. True if there was any."""
         key = _key(key)
         deleted = 0
         async with self._locked("forget the chat") as db, self._transaction(db):
-            for sql in self._FORGET:
+            for sql in self._FORGET.values():
                 cursor = await db.execute(sql, key)
                 deleted += cursor.rowcount
         return deleted > 0
@@ -366,10 +364,10 @@ class Storage:
             return False
         moved = 0
         async with self._locked("move the chat") as db, self._transaction(db):
-            for move, forget in zip(self._MOVE, self._FORGET):
-                cursor = await db.execute(move, (*new, *old))
+            for table in self._CHAT_TABLES:
+                cursor = await db.execute(self._MOVE[table], (*new, *old))
                 moved += cursor.rowcount
-                await db.execute(forget, old)
+                await db.execute(self._FORGET[table], old)
         return moved > 0
 
     async def backup(self, dest: str | os.PathLike) -> Path:
