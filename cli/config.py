@@ -30,6 +30,7 @@ class ModelSection:
 class CorpusSection:
     path: str = ""  # training text; empty means the copy `cervantes download-corpus` saved
     strip_accents: bool = False  # true reproduces the notebook: NFD, accents dropped, 86 ids
+    extra: list[str] = field(default_factory=list)  # more training text (training side only)
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ def cmd_download_corpus(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from model import train
+    from model import corpus, train
 
     given = {k: v for k, v in {
         "epochs": args.epochs, "learning_rate": args.learning_rate, "dropout": args.dropout,
@@ -61,9 +61,14 @@ def cmd_train(args) -> int:
     # --resume goes on with the run's own settings, changed only where an option says so
     base = train.saved_config(args.out) if args.resume else train.TrainConfig()
     cfg = dataclasses.replace(base, **given)
+    if args.extra_corpus is not None or not args.resume:
+        extra = args.extra_corpus if args.extra_corpus is not None else args.config.corpus.extra
+        cfg = dataclasses.replace(cfg, extra_corpora=tuple(str(p) for p in extra))
     strip = args.strip_accents or args.config.corpus.strip_accents
     text = _corpus_text(args, strip)
-    result = train.train(text, args.out, cfg, strip_accents=strip, resume=args.resume)
+    extra_texts = [corpus.read(p, strip_accents=strip) for p in cfg.extra_corpora]
+    result = train.train(text, args.out, cfg, strip_accents=strip, resume=args.resume,
+                         extra_texts=extra_texts)
     if result.best_epoch:
         print(f"best epoch {result.best_epoch}: held-out {result.best_val_loss:.4f} nats/char; "
               f"model in {args.out}")
@@ -196,6 +201,9 @@ def parser() -> argparse.ArgumentParser:
                    help="carry the GRU state from batch to batch over contiguous streams")
     t.add_argument("--max-steps", type=int, help="batches per epoch at most (quick runs)")
     t.add_argument("--init-from", metavar="DIR", help="start from this model folder's weights (fine-tuning)")
+    t.add_argument("--extra-corpus", metavar="PATH", action="append",
+                   help="more text for the training side only (repeatable; the held-out part "
+                        "stays the last 10%% of --corpus)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="held-out loss (last 10%%) in nats and bits per character")

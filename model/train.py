@@ -44,6 +44,7 @@ class TrainConfig:
     embedding_dim: int = 128
     rnn_units: int = 512
     init_from: str | None = None  # a model folder whose weights (and vocabulary) start the run
+    extra_corpora: tuple[str, ...] = ()  # texts added to the training side only (paths, for --resume)
 
 
 @dataclass
@@ -98,12 +99,18 @@ def saved_config(out_dir: str | Path) -> TrainConfig:
     path = Path(out_dir) / TRAINING_FILE
     if not path.exists():
         raise FileNotFoundError(f"nothing to resume in {out_dir}: no {TRAINING_FILE}")
-    return TrainConfig(**json.loads(path.read_text()))
+    saved = json.loads(path.read_text())
+    saved["extra_corpora"] = tuple(saved.get("extra_corpora", ()))
+    return TrainConfig(**saved)
 
 
 def train(text: str, out_dir: str | Path, cfg: TrainConfig, strip_accents: bool = False,
-          resume: bool = False, progress: bool = True, log=print) -> Result:
+          resume: bool = False, progress: bool = True, log=print,
+          extra_texts: list[str] | tuple[str, ...] = ()) -> Result:
     """Train on the first 90% of `text` (already normalized), validate on the last 10%.
+
+    `extra_texts` (normalized like `text`) join the training side only, each after a newline: the
+    held-out part stays the last 10% of `text`, so figures stay comparable with the notebook's.
 
     With `resume`, the network and vocabulary come from the run folder and training goes on from
     its last checkpoint; `cfg` should be `saved_config(out_dir)`, changed only where meant
@@ -112,6 +119,7 @@ def train(text: str, out_dir: str | Path, cfg: TrainConfig, strip_accents: bool 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_text, val_text = corpus.split(text)
+    train_text = "\n".join([train_text, *extra_texts])
 
     if resume:
         if not (out / bundle.CONFIG_FILE).exists():
@@ -126,7 +134,7 @@ def train(text: str, out_dir: str | Path, cfg: TrainConfig, strip_accents: bool 
         hp = Hyperparameters(len(vocab), start.hp.embedding_dim, start.hp.rnn_units, cfg.dropout,
                              cfg.recurrent_dropout, strip_accents)
     else:
-        vocab = Vocab.from_text(text)
+        vocab = Vocab.from_text("\n".join([text, *extra_texts]))
         hp = Hyperparameters(len(vocab), cfg.embedding_dim, cfg.rnn_units, cfg.dropout,
                              cfg.recurrent_dropout, strip_accents)
     (out / TRAINING_FILE).write_text(json.dumps(asdict(cfg), indent=1) + "\n")

@@ -111,3 +111,20 @@ def test_recurrent_dropout_is_for_training_only(tmp_path, text):
     first, _ = loaded.network(ids)
     again, _ = loaded.network(ids)
     np.testing.assert_array_equal(first, again)  # no dropout when the bot writes
+
+
+def test_extra_corpus_joins_the_training_side_only(tmp_path, text, monkeypatch):
+    extra = "Ó ÚLTIMO capítulo de la segunda parte, que nunca está en el texto apartado. " * 40
+    seen = []
+    real = data.training_dataset
+    monkeypatch.setattr(data, "training_dataset", lambda ids, *a, **k: seen.append(ids) or real(ids, *a, **k))
+    cfg = dataclasses.replace(SMALL, epochs=1, extra_corpora=("parte2.txt",))
+    train.train(text, tmp_path, cfg, progress=False, log=lambda *_: None, extra_texts=[extra])
+
+    vocab = bundle.load(tmp_path).vocab
+    assert vocab.encode("ÓÚ").all()  # the extra text's letters are known
+    trained = vocab.decode(seen[0])
+    train_side, held_out = corpus.split(text)
+    assert trained == train_side + "\n" + extra  # the held-out tenth of the corpus is never trained on
+    assert held_out[:200] not in trained
+    assert train.saved_config(tmp_path).extra_corpora == ("parte2.txt",)  # --resume reads them again
