@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import AsyncIterator, Protocol
 
 from bot import messages, metrics
 from bot.parsing import Command, format_number, parse_int, parse_number
-from bot.ratelimit import RateLimiter
+from bot.quota import Quota
 from cli.config import ChatSection
 from service.generation import Busy, GenerationService
 from storage import ChatKey, Continuation, Storage, StorageError
@@ -31,24 +32,59 @@ class Output(Protocol):
         """Show a reply that grows as pieces arrive; the reply is all pieces joined."""
 
 
+class _Turn:
+    """A chat's commands, one at a time: the lock, and how many hold it or wait for it."""
+
+    def __init__(self):
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
 class Commands:
     def __init__(self, service: GenerationService, storage: Storage, chat: ChatSection, model_id: str):
         self.service = service
         self.storage = storage
         self.chat = chat
         self.model_id = model_id
-        self.limiter = RateLimiter(chat.rate_limit_per_minute)
+        self.quota = Quota(chat.rate_limit_per_minute, chat.user_rate_limit_per_minute)
+        self._order: dict[ChatKey, _Turn] = {}  # one command at a time per chat, in arrival order
+        self._records: set[asyncio.Task] = set()  # log lines waiting for their reply's delivery
         self._handlers = {
             "cervantes": self.cervantes, "continuar": self.continuar, "temperatura": self.temperatura,
             "longitud": self.longitud, "olvidar": self.olvidar, "ayuda": self.ayuda, "start": self.ayuda,
         }
 
-    async def run(self, chat: ChatKey, command: Command, out: Output) -> None:
-        handler = self._handlers.get(command.name)
-        if handler is None:
-            await out.send(messages.UNKNOWN_COMMAND)
+    async def run(self, chat: ChatKey, command: Command, out: Output, user: str | None = None) -> None:
+        """Run one command. `user` is who wrote it in a chat of many (None in a private chat).
+
+        Commands of one chat run one at a time, in the order they arrived (asyncio's locks wake their
+        waiters first come, first served); other chats go on meanwhile.
+        """
+        verdict = self.quota.check(chat, user)
+        if verdict.wait_s:
+            _record({"platform": chat.platform, "chat": chat.tag, "command": command.name,
+                     "outcome": "limited" if verdict.notify else "limited_silent"})
+            if verdict.notify:
+                await out.send(messages.RATE_LIMITED.format(seconds=max(1, math.ceil(verdict.wait_s))))
             return
-        await handler(chat, command.argument, out)
+        turn = self._order.setdefault(chat, _Turn())
+        turn.users += 1
+        try:
+            async with turn.lock:
+                handler = self._handlers.get(command.name)
+                if handler is None:
+                    await out.send(messages.UNKNOWN_COMMAND)
+                    return
+                await handler(chat, command.argument, out)
+        finally:
+            turn.users -= 1
+            if not turn.users:
+                del self._order[chat]  # no command of the chat running or waiting: forget it
+
+    async def drain(self) -> None:
+        """Wait for the log lines of replies still being delivered (at a stop)."""
+        if self._records:
+            await asyncio.gather(*self._records, return_exceptions=True)
 
     # --- generation ----------------------------------------------------------------------------
 
@@ -72,10 +108,6 @@ class Commands:
     async def _generate(self, chat: ChatKey, out: Output, name: str, seed: str | None = None,
                         state=None, last_char=None, show_seed: bool = True, note: str = "",
                         previous_tail: str = "") -> None:
-        wait = self.limiter.allow(chat)
-        if wait:
-            await out.send(messages.RATE_LIMITED.format(seconds=max(1, round(wait))))
-            return
         settings = await self.storage.get_settings(chat)
         temperature = settings.temperature if settings.temperature is not None else self.chat.temperature
         length = settings.length if settings.length is not None else self.chat.length
@@ -90,11 +122,18 @@ class Commands:
         outcome = {"status": "ok"}
         await out.stream(self._pieces(chat, stream, show_seed, note, previous_tail, outcome))
         result = getattr(stream, "result", None)
-        _record({
+        fields = {
             "platform": chat.platform, "chat": chat.tag, "command": name, "outcome": outcome["status"],
             "characters": len(result.text) if result else 0,
             "latency_ms": round((time.perf_counter() - started) * 1000),
-            "batch_size": result.batch_size if result else 0})
+            "batch_size": result.batch_size if result else 0}
+        delivery = getattr(out, "delivery", None)  # an adapter that delivers later says how it went
+        if delivery is None:
+            _record(fields)
+        else:
+            task = asyncio.create_task(_record_when_delivered(fields, delivery))
+            self._records.add(task)
+            task.add_done_callback(self._records.discard)
 
     async def _pieces(self, chat: ChatKey, stream, show_seed: bool, note: str, previous_tail: str,
                       outcome: dict) -> AsyncIterator[str]:
@@ -177,7 +216,6 @@ class Commands:
             logging.getLogger(__name__).exception("forget failed for chat %s", chat.tag)
             await out.send(messages.SETTING_NOT_SAVED)
             return
-        self.limiter.forget(chat)
         await out.send(messages.FORGOTTEN if deleted else messages.NOTHING_TO_FORGET)
 
     async def ayuda(self, chat: ChatKey, argument: str, out: Output) -> None:
@@ -197,6 +235,16 @@ class Commands:
             await out.send(messages.SETTING_NOT_SAVED)
             return
         await out.send(confirmation)  # only once the write is committed
+
+
+async def _record_when_delivered(fields: dict, delivery: asyncio.Future) -> None:
+    try:
+        fields = {**fields, **await delivery}
+    except asyncio.CancelledError:
+        fields = {**fields, "delivery": "unknown"}
+        raise
+    finally:
+        _record(fields)
 
 
 def _record(fields: dict) -> None:

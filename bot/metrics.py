@@ -30,6 +30,16 @@ class _Metrics:
                                     "with, itself included", buckets=BATCH_BUCKETS, registry=registry)
         self.characters = Counter("cervantes_characters_generated", "Characters generated",
                                   registry=registry)
+        self.deliveries = Counter("cervantes_deliveries", "Generated replies by how their delivery "
+                                  "went (delivered, partial, undelivered, unconfirmed)", ["outcome"],
+                                  registry=registry)
+        self.first_visible = Histogram("cervantes_first_visible_seconds", "From a command to the first "
+                                       "text of its reply in the chat", buckets=LATENCY_BUCKETS_S,
+                                       registry=registry)
+        self.final_text = Histogram("cervantes_final_text_seconds", "From a command to its reply's "
+                                    "final text in the chat", buckets=LATENCY_BUCKETS_S, registry=registry)
+        self.throttled = Counter("cervantes_throttled", "429 answers from the chat platform, by scope "
+                                 "(bot, chat, group)", ["scope"], registry=registry)
         queue = Gauge("cervantes_queue_depth", "Requests waiting for the generation worker",
                       registry=registry)
         queue.set_function(lambda: service.stats().waiting)  # read at each scrape
@@ -42,6 +52,12 @@ class _Metrics:
             self.batch_size.observe(fields["batch_size"])
         if fields.get("characters"):
             self.characters.inc(fields["characters"])
+        if "delivery" in fields:
+            self.deliveries.labels(fields["delivery"]).inc()
+        if "first_visible_ms" in fields:
+            self.first_visible.observe(fields["first_visible_ms"] / 1000)
+        if "final_ms" in fields:
+            self.final_text.observe(fields["final_ms"] / 1000)
 
 
 _active: _Metrics | None = None
@@ -56,6 +72,12 @@ def observe(fields: dict) -> None:
         _active.observe(fields)
     except Exception:  # a metrics bug must not cost a user their reply
         log.exception("metrics: could not count %s", fields)
+
+
+def observe_throttled(scope: str) -> None:
+    """Count one 429 from the chat platform: scope is "bot", "chat" or "group"."""
+    if _active is not None:
+        _active.throttled.labels(scope).inc()
 
 
 def start(service, address: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:

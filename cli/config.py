@@ -57,7 +57,8 @@ class ChatSection:
     min_length: int = 50  # /longitud accepts this range
     max_length: int = 1000
     max_seed_chars: int = 500  # a longer seed keeps its last characters
-    rate_limit_per_minute: int = 12  # generations per chat per minute; 0 means no limit
+    rate_limit_per_minute: int = 12  # commands per chat per minute, of any kind; 0 means no limit
+    user_rate_limit_per_minute: int = 6  # commands per member per minute in a group; 0 means no limit
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class TelegramSection:
     listen: str = "0.0.0.0"  # address the webhook server binds (webhook mode)
     port: int = 8443  # port the webhook server binds (webhook mode)
     edit_interval_s: float = 1.0  # at most one edit of a streamed reply per chat this often
+    stream_after_s: float = 1.0  # a reply not ready by then is shown as it grows (private chats)
+    max_delivery_s: float = 120.0  # a reply not delivered by then is dropped, logged and counted
 
 
 @dataclass(frozen=True)

@@ -57,3 +57,35 @@ def tiny_model_dir(tmp_path_factory, tiny_network, tiny_vocab) -> Path:
     from model import bundle
 
     return bundle.save(tmp_path_factory.mktemp("tiny-model"), tiny_network, tiny_vocab)
+
+
+TELEGRAM_BOT_USERNAME = "CervantesTestBot"
+
+
+@pytest.fixture(scope="session")
+def emulator():
+    """The Telegram emulator (tests/telegram_emulator) on a free local port, for the whole run."""
+    from telegram_emulator.emulator import missing, running
+
+    if reason := missing():
+        pytest.skip(reason)
+    with running(TELEGRAM_BOT_USERNAME) as url:
+        yield url
+
+
+@pytest.fixture
+def token() -> str:
+    """A fresh bot token per test, so that the emulator keeps each test's chats apart."""
+    import secrets
+
+    return f"{secrets.randbelow(10**9) + 10**9}:TEST{secrets.token_urlsafe(27)}"
+
+
+@pytest.fixture
+async def peer(emulator, token):
+    """The users' side of the emulator, for this test's bot."""
+    from telegram_emulator.peer import Peer
+
+    peer = Peer(emulator, token)
+    yield peer
+    await peer.http.aclose()

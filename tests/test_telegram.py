@@ -9,119 +9,28 @@ tests/telegram_emulator` (make install-test does it).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
-import secrets
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from bot import messages
 from bot.commands import ChatKey
-from bot.runtime import open_runtime
-from bot import telegram_adapter
-from bot.telegram_adapter import RETRIES, TelegramAdapter, TelegramOutput, split
+from bot import telegram_outbox
+from bot.telegram_adapter import TelegramOutput, split
 from cli.config import ChatSection, Config, GenerationSection, ModelSection, StorageSection, TelegramSection
-from telegram_emulator.emulator import free_port, missing as emulator_missing, running as running_emulator
+from telegram_emulator.emulator import free_port
+from telegram_emulator.peer import LENGTH, running_bot
 
 sys.path.append(str(Path(__file__).resolve().parent.parent))  # benchmarks/ holds scripts, not an installed package
 from benchmarks import telegram_load  # noqa: E402
 
-BOT_USERNAME = "CervantesTestBot"
-LENGTH = 60  # characters each /cervantes writes
+from conftest import TELEGRAM_BOT_USERNAME as BOT_USERNAME  # noqa: E402
 EDIT_INTERVAL_S = 0.3
-
-
-@pytest.fixture(scope="module")
-def emulator():
-    """The emulator on a free local port, for the whole module; its base URL."""
-    if reason := emulator_missing():
-        pytest.skip(reason)
-    with running_emulator(BOT_USERNAME) as url:
-        yield url
-
-
-class Peer:
-    """The users' side of the emulator, for one bot token: write to the bot, read what it did."""
-
-    def __init__(self, url: str, token: str):
-        self.url = url
-        self.token = token
-        self.http = httpx.AsyncClient(base_url=url, timeout=10)
-
-    async def say(self, text: str, chat_id: int = 1001, chat_type: str = "private", user_id: int = 501) -> None:
-        await self._message(chat_id, chat_type, user_id, text=text)
-
-    async def upgrade(self, group: int, supergroup: int, user_id: int = 501) -> None:
-        """The group becomes a supergroup: Telegram's service message in each of the two chats."""
-        await self._message(group, "group", user_id, migrate_to_chat_id=supergroup)
-        await self._message(supergroup, "supergroup", user_id, migrate_from_chat_id=group)
-
-    async def _message(self, chat_id: int, chat_type: str, user_id: int, **fields) -> None:
-        chat = {"id": chat_id, "type": chat_type}
-        chat.update({"title": "Tertulia"} if chat_type != "private" else {"first_name": "Alonso"})
-        message = {"botToken": self.token, "date": int(time.time()), "chat": chat,
-                   "from": {"id": user_id, "is_bot": False, "first_name": "Alonso"}, **fields}
-        (await self.http.post("/sendMessage", json=message)).raise_for_status()
-
-    async def replies(self, chat_id: int) -> list[str]:
-        """The bot's messages in a chat, oldest first, each as it reads now (after its edits)."""
-        answer = await self.http.post("/getUpdatesHistory", json={"token": self.token})
-        sent = [u for u in answer.json()["result"]
-                if "chat_id" in u["message"] and str(u["message"]["chat_id"]) == str(chat_id)]
-        return [u["message"]["text"] for u in sorted(sent, key=lambda u: u["messageId"])]
-
-    async def calls(self, method: str, chat_id: int | None = None) -> list[dict]:
-        """The bot's calls of one Bot API method, oldest first: {"params": {...}, "at": ms}."""
-        answer = await self.http.post("/calls", json={"token": self.token})
-        return [c for c in answer.json()["result"] if c["method"] == method
-                and (chat_id is None or str(c["params"].get("chat_id")) == str(chat_id))]
-
-    async def fail_next(self, method: str, **error) -> None:
-        (await self.http.post("/failNext", json={"token": self.token, "method": method, **error})).raise_for_status()
-
-    async def wait_for(self, chat_id: int, done, timeout: float = 30.0) -> list[str]:
-        """The chat's replies once `done(replies)` holds; fails after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            replies = await self.replies(chat_id)
-            if done(replies):
-                return replies
-            if time.monotonic() > deadline:
-                pytest.fail(f"chat {chat_id} never got the expected replies; it has {replies!r}")
-            await asyncio.sleep(0.1)
-
-    async def reply_to(self, text: str, chat_id: int = 1001, **kwargs) -> str:
-        """Say `text` and return the first new reply it gets (for a reply sent whole)."""
-        before = len(await self.replies(chat_id))
-        await self.say(text, chat_id, **kwargs)
-        replies = await self.wait_for(chat_id, lambda r: len(r) > before)
-        return replies[before]
-
-    async def continuation(self, text: str, seed: str, chat_id: int = 1001, **kwargs) -> list[str]:
-        """Say a /cervantes `text` and wait for its reply to be complete: the seed and LENGTH more."""
-        before = len(await self.replies(chat_id))
-        await self.say(text, chat_id, **kwargs)
-        replies = await self.wait_for(chat_id, lambda r: len(r) > before and len(r[before]) >= len(seed) + LENGTH)
-        return replies[before:]
-
-
-@pytest.fixture
-def token() -> str:
-    """A fresh token per test, so that the emulator keeps each test's chats apart."""
-    return f"{secrets.randbelow(10**9) + 10**9}:TEST{secrets.token_urlsafe(27)}"
-
-
-@pytest.fixture
-async def peer(emulator, token):
-    peer = Peer(emulator, token)
-    yield peer
-    await peer.http.aclose()
 
 
 @pytest.fixture
@@ -133,18 +42,6 @@ def config(emulator, tiny_model_dir, tmp_path) -> Config:
         generation=GenerationSection(chunk_steps=10),
         chat=ChatSection(length=LENGTH, min_length=10, rate_limit_per_minute=0),
         telegram=TelegramSection(base_url=f"{emulator}/bot", edit_interval_s=EDIT_INTERVAL_S))
-
-
-@contextlib.asynccontextmanager
-async def running_bot(config: Config, token: str):
-    """The bot as `cervantes serve` runs it: runtime first, then the adapter; stopped in reverse."""
-    async with open_runtime(config) as runtime:
-        adapter = TelegramAdapter(runtime.commands, config.telegram, token)
-        await adapter.start()
-        try:
-            yield adapter
-        finally:
-            await adapter.stop()
 
 
 @pytest.fixture
@@ -168,22 +65,40 @@ async def test_start_and_ayuda_list_the_commands(bot, peer):
     assert set(menu) == {"cervantes", "continuar", "temperatura", "longitud", "olvidar", "ayuda"}
 
 
-async def test_cervantes_streams_the_seed_then_a_continuation(bot, peer):
+async def test_a_reply_ready_at_once_goes_out_as_one_message_without_edits(bot, peer):
     seed = "En un lugar de la Mancha"
     (reply,) = await peer.continuation(f"/cervantes {seed}", seed)
     assert reply.startswith(seed) and len(reply) == len(seed) + LENGTH
     await asyncio.sleep(EDIT_INTERVAL_S * 2)
-    assert await peer.replies(1001) == [reply]  # one message, edited: no duplicate, no extra
+    assert await peer.replies(1001) == [reply]  # no duplicate, no extra
 
     (post,) = await peer.calls("sendMessage", 1001)
-    assert post["params"]["text"] == seed  # the first message goes out with the first piece
+    assert post["params"]["text"] == reply  # the whole text in its only request
     assert "parse_mode" not in post["params"]  # plain text: a seed cannot inject formatting
-    edits = await peer.calls("editMessageText", 1001)
-    assert edits and edits[-1]["params"]["text"] == reply
+    assert await peer.calls("editMessageText", 1001) == []
+    assert await peer.calls("sendChatAction", 1001) == []  # no "typing" for a reply ready within a second
+
+
+async def _slowly(pieces, pause_s):
+    for piece in pieces:
+        yield piece
+        await asyncio.sleep(pause_s)
+
+
+async def test_a_slow_reply_is_posted_after_a_second_and_edited_as_it_grows(bot, peer):
+    pieces = ["En un lugar", " de la Mancha,", " de cuyo nombre", " no quiero acordarme,", " no ha mucho."]
+    out = TelegramOutput(bot.outbox, 3003, ChatKey("telegram", "3003"))
+    started = time.time()
+    await out.stream(_slowly(pieces, 0.5))
+    assert (await out.delivery)["delivery"] == "delivered"
+
+    assert await peer.replies(3003) == ["".join(pieces)]
+    (post,) = await peer.calls("sendMessage", 3003)
+    assert post["at"] / 1000 - started >= 0.95  # nothing shown while it might still come whole
+    edits = await peer.calls("editMessageText", 3003)
+    assert edits and edits[-1]["params"]["text"] == "".join(pieces)
     times = [post["at"]] + [e["at"] for e in edits]
-    assert all(b - a >= EDIT_INTERVAL_S * 1000 * 0.75 for a, b in zip(times, times[1:])), times
-    typing = await peer.calls("sendChatAction", 1001)
-    assert typing and typing[0]["params"]["action"] == "typing"
+    assert all(b - a >= 1000 * 0.95 for a, b in zip(times, times[1:])), times  # one request a second
 
 
 async def test_temperatura_takes_good_values_and_explains_bad_ones(bot, peer):
@@ -242,24 +157,22 @@ async def test_telegram_asking_to_wait_delays_the_reply_without_duplicating_it(b
 
 async def test_a_server_error_while_a_reply_is_edited_is_logged_by_tag_and_the_reply_completes(
         bot, peer, caplog, monkeypatch):
-    monkeypatch.setattr(telegram_adapter, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(telegram_outbox, "BACKOFF_S", 0.01)
     caplog.set_level(logging.INFO)
     chat = ChatKey("telegram", "3002")
     pieces = ["En un lugar", " de la Mancha,", " de cuyo nombre", " no quiero acordarme."]
 
-    async def written():
-        for piece in pieces:
-            yield piece
-            await asyncio.sleep(EDIT_INTERVAL_S * 1.5)  # room for an edit after every piece
-
-    await peer.fail_next("editMessageText", error_code=500, description="Internal Server Error", times=RETRIES + 1)
-    await TelegramOutput(bot.application.bot, 3002, chat, bot.pacer).stream(written())
+    await peer.fail_next("editMessageText", error_code=500, description="Internal Server Error", times=4)
+    out = TelegramOutput(bot.outbox, 3002, chat)
+    await out.stream(_slowly(pieces, 0.6))
+    assert (await out.delivery)["delivery"] == "delivered"
 
     assert await peer.replies(3002) == ["".join(pieces)]  # the full text, in one message
     assert len(await peer.calls("sendMessage", 3002)) == 1
-    assert len(await peer.calls("editMessageText", 3002)) > RETRIES + 1  # edits went on after the failures
+    assert len(await peer.calls("editMessageText", 3002)) > 4  # edits went on after the failures
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == [f"editMessageText failed for chat {chat.tag}: NetworkError: Internal Server Error"]
+    assert warnings and set(warnings) == {
+        f"editMessageText failed for chat {chat.tag}: NetworkError: Internal Server Error"}
     assert "3002" not in caplog.text
 
 
@@ -338,8 +251,9 @@ async def test_the_token_never_reaches_the_logs(config, token, peer, caplog):
 
 async def test_a_long_reply_goes_out_in_several_messages(bot, peer):
     text = ("En un lugar de la Mancha, de cuyo nombre no quiero acordarme. " * 140).strip()
-    out = TelegramOutput(bot.application.bot, 3001, ChatKey("telegram", "3001"), bot.pacer)
+    out = TelegramOutput(bot.outbox, 3001, ChatKey("telegram", "3001"))
     await out.send(text)
+    assert (await out.delivery)["delivery"] == "delivered"
     replies = await peer.replies(3001)
     assert len(replies) == 3 and all(len(r) <= 4096 for r in replies)
     assert "".join(replies) == text

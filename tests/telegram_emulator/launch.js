@@ -15,6 +15,28 @@
 //                                              the bot's next `times` calls of `method` fail
 //                                              with that error (429 + retry_after: RetryAfter;
 //                                              400 + migrate_to_chat_id: ChatMigrated)
+//   POST /flood    {token, on}                 flood-limit mode for that bot on or off (default off)
+//   POST /floodStorm {token, chat_id, seconds, times}
+//                                              a 429 storm: that chat's next `times` requests made
+//                                              once its ban is over are each refused with a new
+//                                              ban of `seconds` (as if other bots' traffic filled it)
+//   POST /floodStats {token}                   what flood mode counted: requests, refused by scope,
+//                                              sent_into_pending, longest ban
+//
+// Flood mode enforces the limits of the Bot API FAQ ("My bot is hitting limits, how do I avoid
+// this?", core.telegram.org/bots/faq), on every request that writes to a chat (FLOOD_METHODS:
+// sendMessage, editMessageText and sendChatAction; the FAQ counts edits like messages, and we count
+// chat actions too, to be safe), each rule a scope of its own:
+//   bot   "no more than 30 messages per second or so" across all chats: at most 30 in any 1 s window.
+//   chat  "avoid sending more than one message per second" in a chat, "we may allow short bursts":
+//         a bucket of CHAT_BURST (3) that refills one per second.
+//   group "not able to send more than 20 messages per minute to the same group" (chat id < 0):
+//         at most 20 in any 60 s window.
+// Over a limit the answer is the Bot API's: HTTP 429 {"ok": false, "error_code": 429, "description":
+// "Too Many Requests: retry after N", "parameters": {"retry_after": N}}, N the whole seconds until the
+// scope frees, and the scope is banned until then. A request sent into a pending ban is refused too
+// and makes the ban longer (twice what was left, at least one more second), as flood waits grow on
+// the real API. Refused requests do not count against the windows.
 const TelegramServer = require('telegram-test-api');
 const { routes } = require('telegram-test-api/lib/routes/index');
 
@@ -31,7 +53,13 @@ const BOT = {
 };
 const MAX_TEXT = 4096;
 
+const FLOOD_METHODS = new Set(['sendMessage', 'editMessageText', 'sendChatAction']);
+const BOT_PER_SECOND = 30;
+const CHAT_BURST = 3;
+const GROUP_PER_MINUTE = 20;
+
 const calls = []; // {token, method, params, at}
+const flood = {}; // token -> {bot: {sent, ban}, chats: {id: {tokens, at, ban, sent}}, stats}
 const failures = []; // {token, method, error_code, description, parameters, times}
 const commands = {}; // token -> BotCommand[]
 
@@ -78,7 +106,58 @@ function patchedRoutes(app, server) {
     return true;
   }
 
-  // Every bot call: record it, then fail it if the test asked for that.
+  // Flood mode: the refusal for this request, or null when it may go ahead (and it is counted).
+  function floodCheck(token, method, chatId) {
+    const f = flood[token];
+    if (!f || !f.on || !FLOOD_METHODS.has(method) || chatId === undefined) return null;
+    const now = Date.now();
+    const key = String(chatId);
+    const chat = f.chats[key] || (f.chats[key] = { tokens: CHAT_BURST, at: now, ban: 0, sent: [] });
+    const group = Number(chatId) < 0;
+    f.stats.requests += 1;
+    // A request into a pending ban: refused, and the ban grows.
+    for (const [scope, holder] of [['bot', f.bot], [group ? 'group' : 'chat', chat]]) {
+      if (holder.ban > now) {
+        holder.ban = now + Math.max(2 * (holder.ban - now), 1000);
+        f.stats.sent_into_pending += 1;
+        return refuse(f, scope, holder.ban - now);
+      }
+    }
+    if (chat.storm && chat.storm.times > 0) {
+      chat.storm.times -= 1;
+      chat.ban = now + chat.storm.seconds * 1000;
+      return refuse(f, group ? 'group' : 'chat', chat.ban - now);
+    }
+    f.bot.sent = f.bot.sent.filter((t) => now - t < 1000);
+    chat.sent = chat.sent.filter((t) => now - t < 60000);
+    chat.tokens = Math.min(CHAT_BURST, chat.tokens + (now - chat.at) / 1000);
+    chat.at = now;
+    if (f.bot.sent.length >= BOT_PER_SECOND) {
+      f.bot.ban = f.bot.sent[0] + 1000;
+      return refuse(f, 'bot', f.bot.ban - now);
+    }
+    if (group && chat.sent.length >= GROUP_PER_MINUTE) {
+      chat.ban = chat.sent[chat.sent.length - GROUP_PER_MINUTE] + 60000;
+      return refuse(f, 'group', chat.ban - now);
+    }
+    if (chat.tokens < 1) {
+      chat.ban = now + (1 - chat.tokens) * 1000;
+      return refuse(f, group ? 'group' : 'chat', chat.ban - now);
+    }
+    chat.tokens -= 1;
+    chat.sent.push(now);
+    f.bot.sent.push(now);
+    return null;
+  }
+
+  function refuse(f, scope, millis) {
+    const retryAfter = Math.max(1, Math.ceil(millis / 1000));
+    f.stats.refused[scope] = (f.stats.refused[scope] || 0) + 1;
+    f.stats.longest_ban_s = Math.max(f.stats.longest_ban_s, retryAfter);
+    return retryAfter;
+  }
+
+  // Every bot call: record it, then fail it if the test asked for that, or if flood mode refuses it.
   app.all('/bot:token/:method', (req, res, next) => {
     const { token, method } = req.params;
     const params = { ...req.query, ...req.body };
@@ -89,6 +168,11 @@ function patchedRoutes(app, server) {
       f.times -= 1;
       if (f.times <= 0) failures.splice(i, 1);
       fail(res, f.error_code, f.description, f.parameters);
+      return;
+    }
+    const retryAfter = floodCheck(token, method, params.chat_id);
+    if (retryAfter !== null) {
+      fail(res, 429, `Too Many Requests: retry after ${retryAfter}`, { retry_after: retryAfter });
       return;
     }
     next();
@@ -199,6 +283,31 @@ function patchedRoutes(app, server) {
   });
 
   app.post('/calls', (req, res) => res.json({ ok: true, result: calls.filter((c) => c.token === req.body.token) }));
+
+  app.post('/flood', (req, res) => {
+    const { token } = req.body;
+    const on = req.body.on === true || req.body.on === 'true';
+    flood[token] = flood[token] || {
+      on, bot: { sent: [], ban: 0 }, chats: {},
+      stats: { requests: 0, refused: {}, sent_into_pending: 0, longest_ban_s: 0 },
+    };
+    flood[token].on = on;
+    res.json({ ok: true, result: true });
+  });
+
+  app.post('/floodStorm', (req, res) => {
+    const f = flood[req.body.token];
+    if (!f) { fail(res, 400, 'flood mode is off for this token'); return; }
+    const key = String(req.body.chat_id);
+    const chat = f.chats[key] || (f.chats[key] = { tokens: CHAT_BURST, at: Date.now(), ban: 0, sent: [] });
+    chat.storm = { seconds: Number(req.body.seconds), times: Number(req.body.times || 1) };
+    res.json({ ok: true, result: true });
+  });
+
+  app.post('/floodStats', (req, res) => {
+    const f = flood[req.body.token];
+    res.json({ ok: true, result: f ? f.stats : null });
+  });
 
   app.post('/failNext', (req, res) => {
     const { token, method } = req.body;

@@ -1,0 +1,109 @@
+"""The users' side of the telegram-test-api emulator, and the bot as `cervantes serve` runs it.
+
+Shared by the Telegram tests (tests/test_telegram.py, tests/test_telegram_outbox.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import httpx
+import pytest
+
+from bot.runtime import open_runtime
+from bot.telegram_adapter import TelegramAdapter
+from cli.config import Config
+
+LENGTH = 60  # characters each /cervantes writes in the tests
+
+
+class Peer:
+    """The users' side of the emulator, for one bot token: write to the bot, read what it did."""
+
+    def __init__(self, url: str, token: str):
+        self.url = url
+        self.token = token
+        self.http = httpx.AsyncClient(base_url=url, timeout=10)
+
+    async def say(self, text: str, chat_id: int = 1001, chat_type: str = "private", user_id: int = 501) -> None:
+        await self._message(chat_id, chat_type, user_id, text=text)
+
+    async def upgrade(self, group: int, supergroup: int, user_id: int = 501) -> None:
+        """The group becomes a supergroup: Telegram's service message in each of the two chats."""
+        await self._message(group, "group", user_id, migrate_to_chat_id=supergroup)
+        await self._message(supergroup, "supergroup", user_id, migrate_from_chat_id=group)
+
+    async def _message(self, chat_id: int, chat_type: str, user_id: int, **fields) -> None:
+        chat = {"id": chat_id, "type": chat_type}
+        chat.update({"title": "Tertulia"} if chat_type != "private" else {"first_name": "Alonso"})
+        message = {"botToken": self.token, "date": int(time.time()), "chat": chat,
+                   "from": {"id": user_id, "is_bot": False, "first_name": "Alonso"}, **fields}
+        (await self.http.post("/sendMessage", json=message)).raise_for_status()
+
+    async def replies(self, chat_id: int) -> list[str]:
+        """The bot's messages in a chat, oldest first, each as it reads now (after its edits)."""
+        answer = await self.http.post("/getUpdatesHistory", json={"token": self.token})
+        sent = [u for u in answer.json()["result"]
+                if "chat_id" in u["message"] and str(u["message"]["chat_id"]) == str(chat_id)]
+        return [u["message"]["text"] for u in sorted(sent, key=lambda u: u["messageId"])]
+
+    async def calls(self, method: str, chat_id: int | None = None) -> list[dict]:
+        """The bot's calls of one Bot API method, oldest first: {"params": {...}, "at": ms}."""
+        answer = await self.http.post("/calls", json={"token": self.token})
+        return [c for c in answer.json()["result"] if c["method"] == method
+                and (chat_id is None or str(c["params"].get("chat_id")) == str(chat_id))]
+
+    async def fail_next(self, method: str, **error) -> None:
+        (await self.http.post("/failNext", json={"token": self.token, "method": method, **error})).raise_for_status()
+
+    async def wait_for(self, chat_id: int, done, timeout: float = 30.0) -> list[str]:
+        """The chat's replies once `done(replies)` holds; fails after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            replies = await self.replies(chat_id)
+            if done(replies):
+                return replies
+            if time.monotonic() > deadline:
+                pytest.fail(f"chat {chat_id} never got the expected replies; it has {replies!r}")
+            await asyncio.sleep(0.1)
+
+    async def reply_to(self, text: str, chat_id: int = 1001, **kwargs) -> str:
+        """Say `text` and return the first new reply it gets (for a reply sent whole)."""
+        before = len(await self.replies(chat_id))
+        await self.say(text, chat_id, **kwargs)
+        replies = await self.wait_for(chat_id, lambda r: len(r) > before)
+        return replies[before]
+
+    async def continuation(self, text: str, seed: str, chat_id: int = 1001, **kwargs) -> list[str]:
+        """Say a /cervantes `text` and wait for its reply to be complete: the seed and LENGTH more."""
+        before = len(await self.replies(chat_id))
+        await self.say(text, chat_id, **kwargs)
+        replies = await self.wait_for(chat_id, lambda r: len(r) > before and len(r[before]) >= len(seed) + LENGTH)
+        return replies[before:]
+
+
+    async def flood(self, on: bool = True) -> None:
+        """Flood-limit mode for this bot (see launch.js): Telegram's limits enforced with 429s."""
+        (await self.http.post("/flood", json={"token": self.token, "on": on})).raise_for_status()
+
+    async def flood_storm(self, chat_id: int, seconds: int, times: int) -> None:
+        (await self.http.post("/floodStorm", json={"token": self.token, "chat_id": chat_id,
+                                                   "seconds": seconds, "times": times})).raise_for_status()
+
+    async def flood_stats(self) -> dict:
+        answer = await self.http.post("/floodStats", json={"token": self.token})
+        return answer.json()["result"]
+
+
+@contextlib.asynccontextmanager
+async def running_bot(config: Config, token: str):
+    """The bot as `cervantes serve` runs it: runtime first, then the adapter; stopped in reverse."""
+    async with open_runtime(config) as runtime:
+        adapter = TelegramAdapter(runtime.commands, config.telegram, token)
+        await adapter.start()
+        try:
+            yield adapter
+        finally:
+            await adapter.stop()
