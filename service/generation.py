@@ -4,7 +4,8 @@ Requests wait in one bounded queue. The worker runs the model in chunks of at mo
 characters over every active row; at each chunk boundary finished, cancelled and expired rows leave
 and waiting requests join (continuous batching), so a short request never waits for a long one.
 Only prime and sample run in the worker thread; seed cleaning, text to ids and ids to text happen
-in each request's own coroutine.
+in each request's own coroutine. The worker notes the time at every chunk, and every heartbeat_s
+while idle (`progress_at`): a worker that is gone or stuck shows (`cervantes health`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import math
 import operator
 import secrets
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -131,18 +133,24 @@ class GenerationService:
     """One shared batcher: `await generate(...)` or `stream(...)` from any coroutine.
 
     Use `async with GenerationService(sampler) as service:` or call `start()` and `close()`.
+    `top_k` is the default for requests that do not give their own.
     """
 
     def __init__(self, sampler: Sampler, *, max_batch: int = 64, max_wait_ms: float = 5,
                  chunk_steps: int = 100, queue_size: int = 256, request_timeout_s: float = 30.0,
-                 max_seed_chars: int = seeds.MAX_SEED_CHARS, strip_accents: bool = False):
+                 max_seed_chars: int = seeds.MAX_SEED_CHARS, strip_accents: bool = False,
+                 top_k: int = 0, heartbeat_s: float = 2.0):
         if max_batch < 1 or chunk_steps < 1 or queue_size < 1:
             raise ValueError("max_batch, chunk_steps and queue_size must be at least 1")
+        if top_k < 0:
+            raise ValueError("top_k must be >= 0")
         self.sampler = sampler
         self.max_batch, self.chunk_steps, self.queue_size = max_batch, chunk_steps, queue_size
         self.max_wait_s = max_wait_ms / 1000
         self.request_timeout_s = request_timeout_s
         self.max_seed_chars, self.strip_accents = max_seed_chars, strip_accents
+        self.top_k, self.heartbeat_s = top_k, heartbeat_s
+        self.progress_at: float | None = None  # wall time of the worker's last chunk or idle heartbeat
         self._waiting: deque[_Row] = deque()  # bounded by queue_size in _submit
         self._active: list[_Row] = []
         self._counts = dict(requests=0, characters=0, chunks=0, errors=0)
@@ -184,11 +192,16 @@ class GenerationService:
     def stats(self) -> Stats:
         return Stats(waiting=len(self._waiting), active=len(self._active), **self._counts)
 
+    @property
+    def worker_alive(self) -> bool:
+        """Started and not ended: the worker task ends only by close() or an error it could not catch."""
+        return self._worker is not None and not self._worker.done()
+
     # requests -----------------------------------------------------------------------------------
 
     async def generate(self, seed: str | None = None, *, state: np.ndarray | None = None,
                        last_char: str | None = None, temperature: float = 1.0, length: int = 300,
-                       random_seed: int | None = None, top_k: int = 0) -> Result:
+                       random_seed: int | None = None, top_k: int | None = None) -> Result:
         """Continue `seed` (cleaned; the default opening if empty) by `length` characters, or go on
         from a previous result's `state` and `last_char`. Raises Busy, ValueError, TimeoutError."""
         stream = self.stream(seed, state=state, last_char=last_char, temperature=temperature,
@@ -199,11 +212,11 @@ class GenerationService:
 
     def stream(self, seed: str | None = None, *, state: np.ndarray | None = None,
                last_char: str | None = None, temperature: float = 1.0, length: int = 300,
-               random_seed: int | None = None, top_k: int = 0) -> Stream:
+               random_seed: int | None = None, top_k: int | None = None) -> Stream:
         """Queue a request (as generate) and return its Stream at once. Raises Busy, ValueError."""
         if self._worker is None:
             raise RuntimeError("the generation service is not started")
-        length, temperature, top_k = _checked(length, temperature, top_k)
+        length, temperature, top_k = _checked(length, temperature, self.top_k if top_k is None else top_k)
         vocab = self.sampler.vocab
         cleaned, seed_ids, last = None, None, 0
         if state is None and last_char is None:
@@ -241,6 +254,7 @@ class GenerationService:
 
     async def _work(self) -> None:
         while True:
+            self.progress_at = time.time()
             joining: list[_Row] = []
             try:
                 if not self._active:
@@ -256,10 +270,13 @@ class GenerationService:
                 self._active = []
 
     async def _wait_for_requests(self) -> None:
-        # idle: sleep until one request arrives, then give others max_wait to join the fresh batch
+        # idle: sleep until one request arrives (beating now and then), then give others max_wait to join
         while not self._waiting:
             self._arrived.clear()
-            await self._arrived.wait()
+            self.progress_at = time.time()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.heartbeat_s):
+                    await self._arrived.wait()
         deadline = asyncio.get_running_loop().time() + self.max_wait_s
         while len(self._waiting) < self.max_batch:
             self._arrived.clear()

@@ -156,3 +156,26 @@ async def test_unknown_seed_characters_are_reported(service):
 async def test_bad_requests_are_refused(service, bad):
     with pytest.raises(ValueError):
         await service.generate(**bad)
+
+
+async def test_the_service_top_k_is_the_default_of_requests_that_give_none(tiny_sampler, service):
+    seed = "En un lugar"
+    greedy = (await service.generate(seed, temperature=0, length=60)).text
+    bold = (await service.generate(seed, temperature=2, length=60, random_seed=1)).text
+    assert bold != greedy  # without top_k, temperature 2 wanders
+    async with GenerationService(tiny_sampler, top_k=1) as one:
+        assert (await one.generate(seed, temperature=2, length=60, random_seed=1)).text == greedy
+        assert (await one.generate(seed, temperature=2, length=60, random_seed=1, top_k=0)).text == bold
+
+
+async def test_the_worker_beats_while_idle_and_a_dead_worker_shows(tiny_sampler):
+    async with GenerationService(tiny_sampler, heartbeat_s=0.05) as service:
+        await asyncio.sleep(0.01)
+        assert service.worker_alive and service.progress_at is not None
+        first = service.progress_at
+        await asyncio.sleep(0.2)  # no request: the idle worker still notes the time
+        assert service.progress_at > first
+        service._worker.cancel()  # as an error the worker could not catch would end it
+        await asyncio.sleep(0)
+        assert not service.worker_alive
+    assert not service.worker_alive
