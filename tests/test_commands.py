@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 
@@ -196,3 +197,56 @@ async def test_help_and_unknown_commands(tiny_sampler, db_path):
             for command in ("/cervantes", "/continuar", "/temperatura", "/longitud", "/olvidar", "/ayuda"):
                 assert command in reply
         assert await say(c, "/bailar") == messages.UNKNOWN_COMMAND
+
+
+async def test_every_command_counts_and_olvidar_does_not_reset_the_limit(tiny_sampler, db_path):
+    limited = dataclasses.replace(SETTINGS, rate_limit_per_minute=3)
+    async with bot(tiny_sampler, db_path, chat=limited) as c:
+        out = Recorder()
+        for text in ("/ayuda", "/temperatura 1", "/olvidar", "/cervantes a", "/olvidar", "/ayuda"):
+            await c.run(CHAT, parse(text), out)
+    assert len(out.replies) == 4  # three answers, one notice, then silence for the rest of the minute
+    assert out.replies[3] in {messages.RATE_LIMITED.format(seconds=s) for s in range(1, 61)}
+
+
+async def test_a_group_member_has_a_share_of_the_group_quota(tiny_sampler, db_path):
+    shares = dataclasses.replace(SETTINGS, rate_limit_per_minute=10, user_rate_limit_per_minute=2)
+    async with bot(tiny_sampler, db_path, chat=shares) as c:
+        ana, bea = Recorder(), Recorder()
+        for _ in range(3):
+            await c.run(CHAT, parse("/ayuda"), ana, user="ana")
+        await c.run(CHAT, parse("/ayuda"), bea, user="bea")
+    assert ana.replies[2].startswith("Despacio") and not bea.last.startswith("Despacio")
+
+
+async def _together(c: Commands, *texts: str, length: int = 120) -> list[Recorder]:
+    """Commands of one chat sent at once, in this order; each one's replies."""
+    outs = [Recorder() for _ in texts]
+    await asyncio.gather(*(c.run(CHAT, parse(t), o) for t, o in zip(texts, outs)))
+    return outs
+
+
+async def test_olvidar_sent_while_a_reply_is_written_forgets_that_reply_too(tiny_sampler, db_path):
+    async with bot(tiny_sampler, db_path, chunk_steps=5) as c:
+        written, forgot = await _together(c, "/cervantes Sancho", "/olvidar")
+        assert written.last.startswith("Sancho") and forgot.last == messages.FORGOTTEN
+        assert await c.storage.get_continuation(CHAT) is None
+        assert await say(c, "/continuar") == messages.NOTHING_TO_CONTINUE
+        # the other order: forgotten first, then written and kept
+        forgot, written = await _together(c, "/olvidar", "/cervantes Sancho")
+        assert forgot.last == messages.NOTHING_TO_FORGET
+        assert (await c.storage.get_continuation(CHAT)).tail.startswith("Sancho")
+
+
+async def test_continuar_right_after_cervantes_continues_that_new_text(tiny_sampler, db_path):
+    greedy = dataclasses.replace(SETTINGS, temperature=0.0)
+    async with bot(tiny_sampler, db_path, chat=greedy, chunk_steps=5) as c:
+        await say(c, "/cervantes Dulcinea")
+        first, then = await _together(c, "/cervantes Sancho", "/continuar")
+        whole = await say(c, "/cervantes Sancho", OTHER) + await say(c, "/continuar", OTHER)
+        assert first.last + then.last == whole  # /continuar went on from Sancho's text, not Dulcinea's
+        assert (await c.storage.get_continuation(CHAT)).tail.endswith(then.last)
+        # the other order: /continuar goes on from what was there, then the new text starts afresh
+        then, first = await _together(c, "/continuar", "/cervantes Quijote")
+        assert first.last.startswith("Quijote")
+        assert (await c.storage.get_continuation(CHAT)).tail.startswith("Quijote")
