@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import AsyncIterator
 
 import aiohttp
@@ -25,6 +26,7 @@ from cli.config import DiscordSection
 log = logging.getLogger(__name__)
 
 MAX_CHARS = 2000  # Discord's limit for one message's content
+TOKEN_LIFETIME_S = 14 * 60  # an interaction's token works for 15 minutes; past that, channel messages
 NO_MENTIONS = discord.AllowedMentions.none()
 # Discord said no, or could not be reached (429s are waited out by discord.py itself)
 DISCORD_ERRORS = (discord.DiscordException, aiohttp.ClientError, asyncio.TimeoutError, OSError)
@@ -86,18 +88,29 @@ class _Reply:
 
 
 class InteractionOutput(_Reply):
-    """The reply to a deferred slash command: its response message, then followups."""
+    """The reply to a deferred slash command: its response message, then followups. The
+    interaction's token expires after 15 minutes: a reply still being written then (a long queue)
+    goes on in ordinary messages in the channel."""
 
     def __init__(self, interaction: discord.Interaction, pace: EditPacer):
         super().__init__(pace, interaction.channel_id)
         self.interaction = interaction
         self._messages, self._shown = [None], [""]  # None: the deferred response, always there
+        self._started = time.monotonic()
 
-    async def _post(self, text: str) -> discord.WebhookMessage:
+    def _expired(self) -> bool:
+        return time.monotonic() - self._started >= TOKEN_LIFETIME_S
+
+    async def _post(self, text: str) -> discord.abc.Snowflake:
+        if self._expired():
+            return await self.interaction.channel.send(text, allowed_mentions=NO_MENTIONS)
         return await self.interaction.followup.send(text, allowed_mentions=NO_MENTIONS, wait=True)
 
-    async def _edit(self, message: discord.WebhookMessage | None, text: str) -> None:
-        if message is None:
+    async def _edit(self, message: discord.WebhookMessage | discord.Message | None, text: str) -> None:
+        if self._expired() and not isinstance(message, discord.Message):  # the token's messages are out of reach
+            i = self._messages.index(message)
+            self._messages[i] = await self.interaction.channel.send(text, allowed_mentions=NO_MENTIONS)
+        elif message is None:
             await self.interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
         else:
             await message.edit(content=text, allowed_mentions=NO_MENTIONS)
@@ -212,14 +225,16 @@ class DiscordAdapter:
             log.warning("could not defer /%s: %r", name, exc)
             return
         out = InteractionOutput(interaction, self.pace)
-        await self._run(interaction.channel_id, Command(name, (argument or "").strip()), out)
+        user = str(interaction.user.id) if interaction.guild_id else None
+        await self._run(interaction.channel_id, Command(name, (argument or "").strip()), out, user)
 
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot or self._closing:  # other bots, webhooks and this bot itself
             return
         command = self.prefix_command(message.content)
         if command is not None:
-            await self._run(message.channel.id, command, MessageOutput(message, self.pace))
+            user = str(message.author.id) if message.guild else None
+            await self._run(message.channel.id, command, MessageOutput(message, self.pace), user)
 
     def prefix_command(self, text: str) -> Command | None:
         """"!cervantes Sancho dijo" -> Command("cervantes", "Sancho dijo"); None for anything else,
@@ -230,11 +245,12 @@ class DiscordAdapter:
         command = parse("/" + text[len(prefix):])
         return command if command is not None and command.name in COMMANDS else None
 
-    async def _run(self, channel_id: int, command: Command, out: _Reply) -> None:
+    async def _run(self, channel_id: int, command: Command, out: _Reply, user: str | None) -> None:
+        """`user`: who wrote, in a server's channel (limited apart from the channel's other members)."""
         task = asyncio.current_task()
         self._running.add(task)
         try:
-            await self.commands.run(ChatKey("discord", str(channel_id)), command, out)
+            await self.commands.run(ChatKey("discord", str(channel_id)), command, out, user=user)
         finally:
             self._running.discard(task)
 

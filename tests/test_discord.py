@@ -310,3 +310,23 @@ def test_split_cuts_at_spaces_and_keeps_earlier_cuts():
     assert all(p.endswith(" ") for p in parts[:-1])
     assert split(text + " y más")[:-1] == parts[:-1]
     assert split("x" * 4500) == ["x" * 2000, "x" * 2000, "x" * 500]
+
+
+async def test_a_reply_past_the_interaction_token_lifetime_goes_on_in_the_channel(env, channel, alice, monkeypatch):
+    from bot import discord_adapter
+
+    monkeypatch.setattr(discord_adapter, "TOKEN_LIFETIME_S", 0.0)  # as if it had waited 15 minutes in a queue
+    await alice.slash(channel, "cervantes", semilla="Sancho dijo")
+    (reply,) = [m for m in bot_messages(env, channel) if m.content]  # beside the deferred "thinking" one
+    assert reply.content.startswith("Sancho dijo") and len(reply.content) == len("Sancho dijo") + LENGTH
+    assert edits_of(env) == []  # nothing sent with the expired token
+
+
+async def test_one_member_cannot_use_up_a_channel_quota(env, guild, channel, alice):
+    bob = guild.add_member(env.create_user("bob"))
+    env.bot.adapter.commands.quota.users.per_minute = 2
+    for _ in range(3):
+        await alice.send(channel, "!ayuda")
+    await bob.send(channel, "!ayuda")
+    contents = [m.content for m in bot_messages(env, channel)]
+    assert [c[:8] for c in contents] == ["Soy Cerv", "Soy Cerv", "Despacio", "Soy Cerv"]
