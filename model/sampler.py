@@ -41,21 +41,33 @@ def _uniform(seeds, positions, vocab_size):
     return (tf.cast(top24, tf.float32) + 0.5) / 16777216.0
 
 
-def choose(logits, temperatures, seeds, positions, top_k=0):
+def choose(logits, temperatures, seeds, positions, top_k=0, top_p=1.0):
     """Next ids [batch] from logits [batch, vocab]: the unknown id never; temperature 0 is greedy;
-    otherwise a Gumbel-max draw from softmax(logits / temperature), restricted to the top k if k > 0."""
+    otherwise a Gumbel-max draw from softmax(logits / temperature), restricted to the top k if k > 0
+    and to the nucleus if top_p < 1: the fewest likeliest characters whose probabilities (at the
+    row's temperature) add up to top_p."""
     vocab_size = tf.shape(logits)[1]
     never = tf.constant(-1e9, logits.dtype)
     logits = tf.where(tf.range(vocab_size)[None, :] == UNK_ID, never, logits)
     top_k = tf.convert_to_tensor(top_k, tf.int32)
+    top_p = tf.convert_to_tensor(top_p, logits.dtype)
+    safe_t = tf.maximum(temperatures, 1e-6)[:, None]
 
     def keep_top_k():
         kth = tf.math.top_k(logits, k=tf.clip_by_value(top_k, 1, vocab_size)).values[:, -1:]  # [batch, 1]
         return tf.where(logits < kth, never, logits)
 
-    logits = tf.cond(top_k > 0, keep_top_k, lambda: logits)  # no sort per step unless asked for
+    def keep_nucleus():
+        ranked = tf.sort(logits / safe_t, direction="DESCENDING")  # [batch, vocab]
+        before = tf.cumsum(tf.nn.softmax(ranked), axis=-1, exclusive=True)  # mass of the likelier ones
+        # the likeliest is always kept (before = 0); the last one kept is the first to reach top_p
+        cutoff = tf.reduce_min(tf.where(before < top_p, ranked, ranked[:, :1]), axis=-1, keepdims=True)
+        return tf.where(logits / safe_t < cutoff, never, logits)
+
+    # no sort per step unless asked for
+    logits = tf.cond(top_k > 0, keep_top_k, lambda: logits)
+    logits = tf.cond(top_p < 1.0, keep_nucleus, lambda: logits)
     gumbel = -tf.math.log(-tf.math.log(_uniform(seeds, positions, vocab_size)))
-    safe_t = tf.maximum(temperatures, 1e-6)[:, None]
     noisy = tf.where(temperatures[:, None] > 0, logits / safe_t + gumbel, logits)
     return tf.argmax(noisy, axis=-1, output_type=tf.int32)
 
@@ -83,7 +95,8 @@ class Sampler:
         self._sample = tf.function(self._sample_impl, jit_compile=True, input_signature=[
             tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, u], tf.float32),
             tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int64),
-            tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
+            tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([], tf.float32)])
 
     def _cell(self, ids, h, hr):
         """One GRU step (Keras GRU, reset_after): ids [batch], h [batch, units] and its recurrent
@@ -109,7 +122,7 @@ class Sampler:
             t += 1
         return h
 
-    def _sample_impl(self, last, h, temperatures, seeds, positions, steps, top_k):
+    def _sample_impl(self, last, h, temperatures, seeds, positions, steps, top_k, top_p=1.0):
         out = tf.TensorArray(tf.int32, size=steps)
         split = [3 * self.units, self.vocab_size]
         hr = self._recurrent(h)
@@ -117,7 +130,7 @@ class Sampler:
             h = self._cell(last, h, hr)
             hr, logits = tf.split(h @ self.both_kernels, split, axis=-1)
             hr += self.recurrent_bias
-            last = choose(logits + self.out_bias, temperatures, seeds, positions + t, top_k)
+            last = choose(logits + self.out_bias, temperatures, seeds, positions + t, top_k, top_p)
             out = out.write(t, last)
         return tf.transpose(out.stack()), h, last  # ids [batch, steps]
 
@@ -139,14 +152,17 @@ class Sampler:
         h = self._prime(padded, lengths, states).numpy()
         return h, np.array([s[-1] for s in seeds_ids], np.int32)
 
-    def sample(self, last, states, temperatures, steps: int, seeds=None, positions=None, top_k: int = 0):
+    def sample(self, last, states, temperatures, steps: int, seeds=None, positions=None, top_k: int = 0,
+               top_p: float = 1.0):
         """Sample `steps` ids per row. Returns (ids [batch, steps], states, last ids)."""
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], not {top_p}")
         batch = len(last)
         seeds = np.array([secrets.randbits(63) for _ in range(batch)] if seeds is None else seeds, np.int64)
         positions = np.zeros(batch, np.int32) if positions is None else np.asarray(positions, np.int32)
         ids, h, last = self._sample(np.asarray(last, np.int32), np.asarray(states, np.float32),
                                     np.asarray(temperatures, np.float32), seeds, positions,
-                                    np.int32(steps), np.int32(top_k))
+                                    np.int32(steps), np.int32(top_k), np.float32(top_p))
         return ids.numpy(), h.numpy(), last.numpy()
 
 
@@ -158,26 +174,27 @@ class Generation:
 
 
 def generate(sampler: Sampler, seeds: list[str], length: int, temperatures: float | list[float] = 1.0,
-             random_seed: int | None = None, top_k: int = 0) -> list[Generation]:
+             random_seed: int | None = None, top_k: int = 0, top_p: float = 1.0) -> list[Generation]:
     """Continue each (already cleaned, non-empty) seed by `length` characters, all in one batch."""
     states, last = sampler.prime([sampler.vocab.encode(s) for s in seeds])
-    return _sample_rows(sampler, last, states, length, temperatures, random_seed, top_k)
+    return _sample_rows(sampler, last, states, length, temperatures, random_seed, top_k, top_p)
 
 
 def continue_from(sampler: Sampler, states: np.ndarray, last_chars: list[str], length: int,
                   temperatures: float | list[float] = 1.0, random_seed: int | None = None,
-                  top_k: int = 0) -> list[Generation]:
+                  top_k: int = 0, top_p: float = 1.0) -> list[Generation]:
     """Go on from stored states and last characters exactly where a generation stopped."""
     last = np.array([sampler.vocab.id_of(c) for c in last_chars], np.int32)
     return _sample_rows(sampler, last, np.asarray(states, np.float32), length, temperatures,
-                        random_seed, top_k)
+                        random_seed, top_k, top_p)
 
 
-def _sample_rows(sampler: Sampler, last, states, length, temperatures, random_seed, top_k):
+def _sample_rows(sampler: Sampler, last, states, length, temperatures, random_seed, top_k, top_p):
     """One temperature for all rows or one per row; row i's random seed is random_seed * 1_000_003 + i."""
     n = len(last)
     temps = temperatures if isinstance(temperatures, (list, tuple, np.ndarray)) else [temperatures] * n
     row_seeds = None if random_seed is None else [random_seed * 1_000_003 + i for i in range(n)]
-    ids, states, last = sampler.sample(last, states, temps, length, seeds=row_seeds, top_k=top_k)
+    ids, states, last = sampler.sample(last, states, temps, length, seeds=row_seeds, top_k=top_k,
+                                       top_p=top_p)
     return [Generation(sampler.vocab.decode(ids[i]), states[i], sampler.vocab.decode([last[i]]))
             for i in range(n)]

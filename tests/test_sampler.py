@@ -1,6 +1,7 @@
 """The stepwise sampler with a tiny model of fixed random weights."""
 
 import numpy as np
+import pytest
 
 from model.network import build
 from model.sampler import Sampler, continue_from, generate
@@ -74,3 +75,38 @@ def test_greedy_continuation_goes_on_exactly_where_it_stopped(tiny_sampler):
     second = continue_from(tiny_sampler, first.state[None], [first.last_char], 100, 0.0)[0]
     assert first.text + second.text == whole.text
     np.testing.assert_allclose(second.state, whole.state, atol=1e-5)
+
+
+def _draws(logits, temperature, top_p, rows=4000):
+    """The ids `choose` picks for one row of logits, drawn `rows` times with different seeds."""
+    import tensorflow as tf
+
+    from model.sampler import choose
+
+    batch = tf.repeat(tf.constant([logits], tf.float32), rows, axis=0)
+    ids = choose(batch, tf.fill([rows], float(temperature)), tf.range(rows, dtype=tf.int64),
+                 tf.zeros([rows], tf.int32), top_p=top_p)
+    return set(ids.numpy().tolist())
+
+
+def test_top_p_keeps_the_fewest_likeliest_characters_that_reach_p():
+    import math
+
+    # ids 1..4 with probabilities 0.5, 0.3, 0.15, 0.05 (id 0, the unknown one, never)
+    logits = [0.0] + [math.log(p) for p in (0.5, 0.3, 0.15, 0.05)]
+    assert _draws(logits, 1.0, 1.0) == {1, 2, 3, 4}
+    assert _draws(logits, 1.0, 0.7) == {1, 2}  # 0.5 is short of 0.7; 0.5 + 0.3 reaches it
+    assert _draws(logits, 1.0, 0.85) == {1, 2, 3}
+    assert _draws(logits, 1.0, 0.4) == {1}
+    # the nucleus is taken at the row's temperature: hotter, flatter, wider
+    assert _draws(logits, 3.0, 0.7) == {1, 2, 3}
+
+
+def test_top_p_one_changes_nothing_and_a_tiny_one_is_greedy(tiny_sampler):
+    plain = generate(tiny_sampler, ["Sancho"] * 2, 60, 1.0, random_seed=9)
+    assert [g.text for g in generate(tiny_sampler, ["Sancho"] * 2, 60, 1.0, random_seed=9, top_p=1.0)] \
+        == [g.text for g in plain]
+    greedy = generate(tiny_sampler, ["Sancho"], 60, 0.0)[0].text
+    assert generate(tiny_sampler, ["Sancho"], 60, 3.0, random_seed=5, top_p=1e-6)[0].text == greedy
+    with pytest.raises(ValueError):
+        generate(tiny_sampler, ["Sancho"], 10, 1.0, top_p=0.0)
