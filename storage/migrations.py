@@ -7,13 +7,18 @@ migration leaves the database at the version before it.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
+from contextlib import closing
+from pathlib import Path
 
 import aiosqlite
 
+from storage.errors import StorageError
+
 # Every table is keyed by (platform, chat_id); chat ids are TEXT (Discord snowflakes, Telegram's
-# negative group ids), and `storage.repository._CHAT_TABLES` must list every table here (forget
-# and move_chat use it).
+# negative group ids), and `storage.repository._CHAT_TABLES` must list every table here (forget,
+# move_chat and the pruning of idle chats use it).
 MIGRATIONS: tuple[str, ...] = (
     # 1: per-chat settings; NULL means "use the configured default".
     """
@@ -39,9 +44,25 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (platform, chat_id)
     );
     """,
+    # 3: when each chat last wrote anything, for `[storage] keep_days`. Chats stored before this
+    # migration count as active at the upgrade: their last activity was not recorded.
+    """
+    CREATE TABLE chats (
+        platform    TEXT NOT NULL,
+        chat_id     TEXT NOT NULL,
+        last_active REAL NOT NULL,    -- unix seconds of the chat's last write
+        PRIMARY KEY (platform, chat_id)
+    );
+    CREATE INDEX chats_by_last_active ON chats (last_active);
+    INSERT INTO chats (platform, chat_id, last_active)
+        SELECT platform, chat_id, (julianday('now') - 2440587.5) * 86400.0
+        FROM (SELECT platform, chat_id FROM chat_settings
+              UNION SELECT platform, chat_id FROM continuations);
+    """,
 )
 
 _GET_VERSION = "PRAGMA user_version"
+_TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%' ORDER BY name"
 
 
 def statements(script: str) -> list[str]:
@@ -94,3 +115,39 @@ async def migrate(db: aiosqlite.Connection, target: int | None = None) -> int:
                 await db.execute("ROLLBACK")
             raise
     return version
+
+
+@functools.lru_cache(maxsize=None)
+def _schema(version: int) -> dict[str, list[str]]:
+    """Table -> column names after the first `version` migrations (applied to an empty database)."""
+    with closing(sqlite3.connect(":memory:")) as conn:
+        for script in MIGRATIONS[:version]:
+            conn.executescript(script)
+        return {name: [col[1] for col in conn.execute(f"PRAGMA table_info({name})")]
+                for (name,) in conn.execute(_TABLES)}
+
+
+async def check_schema(db: aiosqlite.Connection, path: Path) -> None:
+    """Refuse a file whose tables are not those of its version: another program's, or damaged.
+
+    Before migrating, so that another program's database is never changed. `path` names it.
+    """
+    version = await user_version(db)
+    expected = _schema(min(version, len(MIGRATIONS)))
+    found = {}
+    for (name,) in await db.execute_fetchall(_TABLES):
+        # the name is sqlite's own, from sqlite_master; quoted as an identifier all the same
+        quoted = '"' + name.replace('"', '""') + '"'
+        found[name] = [col[1] for col in await db.execute_fetchall(f"PRAGMA table_info({quoted})")]
+    if found == expected:
+        return
+    if version == 0:
+        what = "it holds another program's tables (" + ", ".join(sorted(found)) + ")"
+    else:
+        name = next(t for t in sorted(set(found) | set(expected)) if found.get(t) != expected.get(t))
+        what = (f"at schema version {version} it should have no table {name}" if name not in expected
+                else f"at schema version {version} it lacks the table {name}" if name not in found
+                else f"its table {name} has the columns ({', '.join(found[name])}), "
+                     f"not ({', '.join(expected[name])})")
+    raise StorageError(f"{path} is not a cervantes database, or a damaged one: {what}. Point "
+                       "[storage] path (CERVANTES_STORAGE_PATH) at a new file or at the bot's own")

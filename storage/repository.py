@@ -1,39 +1,48 @@
 """Per-chat settings and continuations in one SQLite file, behind a small async repository.
 
-One aiosqlite connection in autocommit mode; every method holds one asyncio.Lock while it runs, so
-transactions (explicit BEGIN IMMEDIATE ... COMMIT) never interleave on the shared connection.
-Unreadable rows are logged and deleted, never raised; a full disk or a read-only file surfaces as
-StorageError, and the connection stays usable for reads.
+Two aiosqlite connections in autocommit mode. Writes go through one and hold an asyncio.Lock while
+they run, so transactions (explicit BEGIN IMMEDIATE ... COMMIT) never interleave on it. Reads go
+through the other, without the lock: a write that waits for another process's lock (up to the busy
+timeout) never holds them up, since in WAL mode a reader sees the last commit while a writer works.
+
+Unreadable rows are logged and deleted (in the background, and only if still unchanged by then),
+never raised. Trouble with the file or the disk is a StorageError naming the file, reads included
+(storage.errors); the reads stay usable when writes fail.
+
+Each write records when its chat was last active (table `chats`). With `keep_days`, a background
+task deletes the chats idle longer than that: once at start and every `prune_every_s` after,
+PRUNE_BATCH chats a transaction. The files are private (storage.files); the chat tags in logs are
+keyed by a secret of this installation (storage.tags).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
 import logging
 import math
 import numbers
 import os
-import sqlite3
 import time
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Iterator, NamedTuple
+from typing import AsyncIterator, NamedTuple
 
 import aiosqlite
 import numpy as np
 
-from storage.migrations import MIGRATIONS, migrate, user_version
+from storage import files, tags
+from storage.errors import StorageError, translated
+from storage.migrations import MIGRATIONS, check_schema, migrate, user_version
 
 log = logging.getLogger(__name__)
 
 TAIL_CHARS = 500  # characters of the text so far kept to re-prime when the model changed
 BUSY_TIMEOUT_MS = 5000  # how long a write waits for another process's lock before failing
-
-
-class StorageError(Exception):
-    """The database cannot do what was asked (disk full, read-only, locked, damaged); say so politely."""
+PRUNE_BATCH = 500  # idle chats deleted a transaction: the write lock is held a few ms at a time
+PRUNE_EVERY_S = 3600.0  # how often the background task looks for idle chats
+DAY_S = 86400.0
 
 
 class ChatKey(NamedTuple):
@@ -42,8 +51,8 @@ class ChatKey(NamedTuple):
 
     @property
     def tag(self) -> str:
-        """Names the chat in logs without its id: the same short hash in every log line."""
-        return hashlib.sha256(f"{self.platform}:{self.chat_id}".encode()).hexdigest()[:12]
+        """Names the chat in logs without its id: a keyed hash, the same in every log line (storage.tags)."""
+        return tags.tag(self.platform, self.chat_id)
 
 
 @dataclass(frozen=True)
@@ -88,42 +97,6 @@ class _RollBack(Exception):
     """Raised inside a transaction to undo it on purpose."""
 
 
-# sqlite's primary result codes for trouble with the file or the disk, not with our SQL.
-_TROUBLE = {
-    3: ("access permission denied", "permission to the database file was denied"),  # SQLITE_PERM
-    5: ("database is locked", "the database is locked by another process"),  # SQLITE_BUSY
-    6: ("database table is locked", "the database is locked"),  # SQLITE_LOCKED
-    8: ("readonly database", "the database is read-only"),  # SQLITE_READONLY
-    10: ("disk i/o error", "the disk failed to read or write"),  # SQLITE_IOERR
-    11: ("malformed", "the database file is damaged"),  # SQLITE_CORRUPT
-    13: ("database or disk is full", "the disk is full"),  # SQLITE_FULL
-    14: ("unable to open database", "the database file cannot be opened"),  # SQLITE_CANTOPEN
-    26: ("file is not a database", "the file is not a database"),  # SQLITE_NOTADB
-}
-
-
-def _trouble(exc: sqlite3.Error) -> str | None:
-    """What went wrong in words, or None for errors that are bugs in our code (let them raise)."""
-    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+; extended code
-    if code is not None:
-        found = _TROUBLE.get(code & 0xFF)
-        return found[1] if found else None
-    message = str(exc).lower()
-    return next((why for fragment, why in _TROUBLE.values() if fragment in message), None)
-
-
-@contextmanager
-def _translated(doing: str) -> Iterator[None]:
-    """sqlite errors about the file or the disk become StorageError; others are bugs and stay."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        why = _trouble(exc)
-        if why is None:
-            raise
-        raise StorageError(f"could not {doing}: {why} ({exc})") from exc
-
-
 def _is_finite_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -143,12 +116,25 @@ class Storage:
     """`async with await Storage.open(path) as storage:` or `Storage(path)`, `await start()`, `await close()`."""
 
     def __init__(self, path: str | os.PathLike, *, read_only: bool = False,
-                 busy_timeout_ms: int = BUSY_TIMEOUT_MS):
+                 busy_timeout_ms: int = BUSY_TIMEOUT_MS, keep_days: int | None = None,
+                 prune_every_s: float = PRUNE_EVERY_S, clock=time.time):
+        if keep_days is not None and not (isinstance(keep_days, numbers.Integral)
+                                          and not isinstance(keep_days, bool) and keep_days >= 0):
+            raise ValueError(f"keep_days must be a whole number >= 0 or None, got {keep_days!r}")
         self.path = Path(path)
         self.read_only = read_only  # opened with ?mode=ro: every write raises StorageError
+        # chats idle longer than this many days are deleted; None (or 0): kept until /olvidar.
+        # Only the bot passes it: a tool that opens the file (health, backup) never prunes.
+        self.keep_days = int(keep_days) if keep_days else None
+        self._prune_every_s = float(prune_every_s)
+        self._clock = clock  # unix seconds, for `chats.last_active`; tests pass their own
         self._busy_timeout_ms = int(busy_timeout_ms)
-        self._db: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
+        self._db: aiosqlite.Connection | None = None  # the writer
+        self._reader: aiosqlite.Connection | None = None
+        self._secret: bytes | None = None
+        self._lock = asyncio.Lock()  # the writer's
+        self._pruner: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()  # deletions of unreadable rows
 
     @classmethod
     async def open(cls, path: str | os.PathLike, **kwargs) -> "Storage":
@@ -165,34 +151,53 @@ class Storage:
         await self.close()
 
     async def start(self) -> None:
-        """Open the connection, set the pragmas and bring the schema up to date."""
+        """Open both connections, bring the schema up to date, install the tag secret, start pruning."""
         if self._db is not None:
             raise RuntimeError("Storage already started")
         if self.read_only and not self.path.is_file():
-            raise StorageError(f"could not open the database: {self.path} does not exist")
-        with _translated("open the database"):
+            raise StorageError(f"{self.path}: could not open the database: the file does not exist")
+        if not self.read_only:
+            files.create_private(self.path)  # before sqlite opens it: its -wal and -shm take its mode
+            for path in (self.path, *files.side_files(self.path)):
+                files.tighten(path)
+        async with contextlib.AsyncExitStack() as opened:
+            writer = await self._connect()
+            opened.push_async_callback(writer.close)
+            with translated("open the database", self.path):
+                await self._configure(writer)
+            reader = await self._connect()
+            opened.push_async_callback(reader.close)
+            with translated("open the database", self.path):
+                await reader.execute("PRAGMA query_only = ON")
+            secret = tags.load_secret(self.path, create=not self.read_only)
+            opened.pop_all()
+        self._db, self._reader, self._secret = writer, reader, secret
+        tags.install(secret)
+        if self.keep_days and not self.read_only:
+            self._pruner = asyncio.create_task(self._prune_forever(), name=f"prune {self.path.name}")
+
+    async def _connect(self) -> aiosqlite.Connection:
+        with translated("open the database", self.path):
             if self.read_only:
                 db = await aiosqlite.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True,
                                              isolation_level=None)
             else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
                 db = await aiosqlite.connect(self.path, isolation_level=None)
-        try:
-            with _translated("open the database"):
-                await self._configure(db)
-        except BaseException:
-            await db.close()
-            raise
-        self._db = db
+            try:
+                # PRAGMAs take no parameters; the timeout is an int we made.
+                await db.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            except BaseException:
+                await db.close()
+                raise
+        return db
 
     async def _configure(self, db: aiosqlite.Connection) -> None:
-        # PRAGMAs take no parameters; the timeout is an int we made.
-        await db.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
         await db.execute("PRAGMA foreign_keys = ON")
         version = await user_version(db)
         if version > len(MIGRATIONS):
             raise StorageError(f"{self.path} is at schema version {version}, newer than this "
                                f"program's {len(MIGRATIONS)}: run a newer cervantes")
+        await check_schema(db, self.path)  # another program's file is refused before any change
         if self.read_only:
             if version < len(MIGRATIONS):
                 raise StorageError(f"{self.path} is at schema version {version}, older than "
@@ -205,21 +210,41 @@ class Storage:
         await migrate(db)
 
     async def close(self) -> None:
-        async with self._lock:  # lets a method in flight finish first
+        """Stop pruning, let the deletions and writes in flight finish, close both connections."""
+        if self._pruner is not None:
+            self._pruner.cancel()
+            await asyncio.gather(self._pruner, return_exceptions=True)
+            self._pruner = None
+        await asyncio.gather(*self._background, return_exceptions=True)
+        async with self._lock:  # lets a write in flight finish first
             if self._db is not None:
-                db, self._db = self._db, None
+                (db, self._db), (reader, self._reader) = (self._db, None), (self._reader, None)
+                await reader.close()
                 await db.close()
+
+    def tag(self, key: ChatKey | tuple[str, str | int]) -> str:
+        """The chat's tag in logs under this installation's secret (what ChatKey.tag gives once installed)."""
+        if self._secret is None:
+            raise RuntimeError("Storage is not started (await Storage.open(path) or start())")
+        return tags.chat_tag(self._secret, *_key(key))
 
     # --- the plumbing every method goes through -------------------------------------------------
 
     @asynccontextmanager
-    async def _locked(self, doing: str) -> AsyncIterator[aiosqlite.Connection]:
-        """The connection, alone; sqlite errors about the file or the disk become StorageError."""
+    async def _writing(self, doing: str) -> AsyncIterator[aiosqlite.Connection]:
+        """The writer connection, alone; sqlite errors become StorageError."""
         async with self._lock:
             if self._db is None:
                 raise RuntimeError("Storage is not started (await Storage.open(path) or start())")
-            with _translated(doing):
+            with translated(doing, self.path):
                 yield self._db
+
+    async def _read(self, doing: str, sql: str, parameters: tuple = ()) -> list[tuple]:
+        """One statement on the reader connection: no lock, no wait for writes; errors are StorageError."""
+        if self._reader is None:
+            raise RuntimeError("Storage is not started (await Storage.open(path) or start())")
+        with translated(doing, self.path):
+            return list(await self._reader.execute_fetchall(sql, parameters))
 
     @staticmethod
     @asynccontextmanager
@@ -233,42 +258,63 @@ class Storage:
             if db.in_transaction:
                 try:
                     await db.execute("ROLLBACK")
-                except sqlite3.Error as exc:  # keep the first error; this one only adds to it
+                except Exception as exc:  # keep the first error; this one only adds to it
                     log.warning("rollback failed: %s", exc)
             raise
 
-    async def _discard(self, db: aiosqlite.Connection, what: str, delete_sql: str, key: ChatKey,
-                       why: str) -> None:
-        """Log an unreadable row and delete it; never raises (a read-only file keeps the row)."""
-        log.warning("unreadable %s of %s chat #%s, deleting it: %s",
-                    what, key.platform, key.tag, why)
-        try:
-            async with self._transaction(db):
-                await db.execute(delete_sql, key)
-        except sqlite3.Error as exc:
-            log.warning("could not delete the unreadable row of %s chat #%s: %s",
-                        key.platform, key.tag, exc)
+    _TOUCH = """
+        INSERT INTO chats (platform, chat_id, last_active) VALUES (?, ?, ?)
+        ON CONFLICT (platform, chat_id) DO UPDATE SET last_active = excluded.last_active
+    """
+
+    async def _touch(self, db: aiosqlite.Connection, key: ChatKey) -> None:
+        """The chat was active now (inside the transaction of its write)."""
+        await db.execute(self._TOUCH, (*key, float(self._clock())))
+
+    # Deletes a row only if it is still the one that was read: a good row saved since stays.
+    _DISCARD = {
+        "chat_settings": "DELETE FROM chat_settings WHERE platform = ? AND chat_id = ? "
+                         "AND temperature IS ? AND length IS ?",
+        "continuations": "DELETE FROM continuations WHERE platform = ? AND chat_id = ? AND state IS ? "
+                         "AND units IS ? AND model_id IS ? AND last_char IS ? AND tail IS ? AND updated_at IS ?",
+    }
+
+    def _discard(self, table: str, key: ChatKey, row: tuple, why: str) -> None:
+        """Log an unreadable row and delete it in the background: the read that found it does not wait."""
+        log.warning("unreadable %s row of %s chat #%s, deleting it: %s", table, key.platform, key.tag, why)
+        task = asyncio.create_task(self._delete_unchanged(table, key, row))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _delete_unchanged(self, table: str, key: ChatKey, row: tuple) -> None:
+        try:  # never raises: a read-only file keeps the row, and the next read finds it again
+            async with self._writing("delete an unreadable row") as db, self._transaction(db):
+                await db.execute(self._DISCARD[table], (*key, *row))
+        except Exception as exc:
+            log.warning("could not delete the unreadable row of %s chat #%s: %s", key.platform, key.tag, exc)
 
     # --- settings -------------------------------------------------------------------------------
 
     _SELECT_SETTINGS = "SELECT temperature, length FROM chat_settings WHERE platform = ? AND chat_id = ?"
 
     async def get_settings(self, key: ChatKey | tuple[str, str | int]) -> Settings:
-        """The chat's settings; default Settings() for a chat never seen or a row that cannot be read."""
+        """The chat's settings; default Settings() for a chat never seen or a row that cannot be read.
+
+        StorageError when the database cannot be read at all: the caller goes on with defaults.
+        """
         key = _key(key)
-        async with self._locked("read the settings") as db:
-            rows = await db.execute_fetchall(self._SELECT_SETTINGS, key)
-            if not rows:
-                return Settings()
-            temperature, length = rows[0]
-            if temperature is not None and not (_is_finite_number(temperature) and temperature >= 0):
-                why = f"temperature {temperature!r:.20} is not a finite number >= 0"
-            elif length is not None and not (isinstance(length, int) and length > 0):
-                why = f"length {length!r:.20} is not a positive integer"
-            else:
-                return Settings(None if temperature is None else float(temperature), length)
-            await self._discard(db, "settings", self._FORGET["chat_settings"], key, why)
+        rows = await self._read("read the settings", self._SELECT_SETTINGS, key)
+        if not rows:
             return Settings()
+        temperature, length = rows[0]
+        if temperature is not None and not (_is_finite_number(temperature) and temperature >= 0):
+            why = f"temperature {temperature!r:.20} is not a finite number >= 0"
+        elif length is not None and not (isinstance(length, int) and length > 0):
+            why = f"length {length!r:.20} is not a positive integer"
+        else:
+            return Settings(None if temperature is None else float(temperature), length)
+        self._discard("chat_settings", key, rows[0], why)
+        return Settings()
 
     _UPSERT_TEMPERATURE = """
         INSERT INTO chat_settings (platform, chat_id, temperature) VALUES (?, ?, ?)
@@ -280,8 +326,9 @@ class Storage:
         if value is not None and not (_is_finite_number(value) and value >= 0):
             raise ValueError(f"temperature must be a finite number >= 0 or None, got {value!r}")
         key = _key(key)
-        async with self._locked("save the temperature") as db, self._transaction(db):
+        async with self._writing("save the temperature") as db, self._transaction(db):
             await db.execute(self._UPSERT_TEMPERATURE, (*key, None if value is None else float(value)))
+            await self._touch(db, key)
 
     _UPSERT_LENGTH = """
         INSERT INTO chat_settings (platform, chat_id, length) VALUES (?, ?, ?)
@@ -294,8 +341,9 @@ class Storage:
                                       and value > 0):
             raise ValueError(f"length must be a positive integer or None, got {value!r}")
         key = _key(key)
-        async with self._locked("save the length") as db, self._transaction(db):
+        async with self._writing("save the length") as db, self._transaction(db):
             await db.execute(self._UPSERT_LENGTH, (*key, None if value is None else int(value)))
+            await self._touch(db, key)
 
     # --- continuations --------------------------------------------------------------------------
 
@@ -305,17 +353,19 @@ class Storage:
     """
 
     async def get_continuation(self, key: ChatKey | tuple[str, str | int]) -> Continuation | None:
-        """Where the chat's last text stopped; None if there is none or its row cannot be read."""
+        """Where the chat's last text stopped; None if there is none or its row cannot be read.
+
+        StorageError when the database cannot be read at all: the caller goes on as if there were none.
+        """
         key = _key(key)
-        async with self._locked("read the continuation") as db:
-            rows = await db.execute_fetchall(self._SELECT_CONTINUATION, key)
-            if not rows:
-                return None
-            try:
-                return _continuation_from_row(*rows[0])
-            except _Unreadable as exc:
-                await self._discard(db, "continuation", self._FORGET["continuations"], key, str(exc))
-                return None
+        rows = await self._read("read the continuation", self._SELECT_CONTINUATION, key)
+        if not rows:
+            return None
+        try:
+            return _continuation_from_row(*rows[0])
+        except _Unreadable as exc:
+            self._discard("continuations", key, rows[0], str(exc))
+            return None
 
     _UPSERT_CONTINUATION = """
         INSERT INTO continuations (platform, chat_id, state, units, model_id, last_char, tail, updated_at)
@@ -329,27 +379,30 @@ class Storage:
         key = _key(key)
         c = continuation
         blob = c.state.astype("<f4").tobytes()  # little-endian whatever the machine
-        async with self._locked("save the continuation") as db, self._transaction(db):
+        async with self._writing("save the continuation") as db, self._transaction(db):
             await db.execute(self._UPSERT_CONTINUATION,
                              (*key, blob, int(c.state.size), c.model_id, c.last_char, c.tail, c.updated_at))
+            await self._touch(db, key)
 
-    # --- the chat as a whole, and the file ------------------------------------------------------
+    # --- the chat as a whole, retention, and the file -------------------------------------------
 
-    # Every table keyed by chat; a new table in storage.migrations belongs here too.
-    _CHAT_TABLES = ("chat_settings", "continuations")
+    # The tables of what a chat said and chose, and every table keyed by chat (`chats` holds when it
+    # was last active); a new table in storage.migrations belongs here too.
+    _DATA_TABLES = ("chat_settings", "continuations")
+    _CHAT_TABLES = (*_DATA_TABLES, "chats")
     _FORGET = {table: f"DELETE FROM {table} WHERE platform = ? AND chat_id = ?" for table in _CHAT_TABLES}
     # OR IGNORE: a row whose new key is taken stays where it is (and is then deleted with the old chat)
     _MOVE = {table: f"UPDATE OR IGNORE {table} SET platform = ?, chat_id = ? "
                     "WHERE platform = ? AND chat_id = ?" for table in _CHAT_TABLES}
 
     async def forget(self, key: ChatKey | tuple[str, str | int]) -> bool:
-        """Delete every row of the chat, all tables in one transaction. True if there was any."""
+        """Delete every row of the chat, all tables in one transaction. True if it had settings or a text."""
         key = _key(key)
         deleted = 0
-        async with self._locked("forget the chat") as db, self._transaction(db):
-            for sql in self._FORGET.values():
+        async with self._writing("forget the chat") as db, self._transaction(db):
+            for table, sql in self._FORGET.items():
                 cursor = await db.execute(sql, key)
-                deleted += cursor.rowcount
+                deleted += cursor.rowcount if table in self._DATA_TABLES else 0
         return deleted > 0
 
     async def move_chat(self, old_key: ChatKey | tuple[str, str | int],
@@ -357,32 +410,67 @@ class Storage:
         """Give the old chat's rows to the new one (a Telegram group that became a supergroup).
 
         All tables in one transaction. Where the new chat already has a row, it keeps its own and the
-        old one is dropped. True if any row moved; a second call moves nothing.
+        old one is dropped. True if any settings or text moved; a second call moves nothing.
         """
         old, new = _key(old_key), _key(new_key)
         if old == new:
             return False
         moved = 0
-        async with self._locked("move the chat") as db, self._transaction(db):
+        async with self._writing("move the chat") as db, self._transaction(db):
             for table in self._CHAT_TABLES:
                 cursor = await db.execute(self._MOVE[table], (*new, *old))
-                moved += cursor.rowcount
+                moved += cursor.rowcount if table in self._DATA_TABLES else 0
                 await db.execute(self._FORGET[table], old)
+            await self._touch(db, new)
         return moved > 0
+
+    _IDLE = "SELECT platform, chat_id FROM chats WHERE last_active < ? ORDER BY last_active LIMIT ?"
+
+    async def prune(self, batch: int = PRUNE_BATCH) -> int:
+        """Delete every chat idle more than keep_days, `batch` chats a transaction; how many went.
+
+        Nothing without keep_days. Between transactions the write lock goes to the writes waiting
+        for it; a prune that finds nothing idle (a look on the reader) never takes it.
+        """
+        if self.keep_days is None:
+            return 0
+        pruned = 0
+        while True:
+            cutoff = self._clock() - self.keep_days * DAY_S
+            if not await self._read("look for idle chats", self._IDLE, (cutoff, 1)):
+                return pruned
+            async with self._writing("delete idle chats") as db, self._transaction(db):
+                keys = list(await db.execute_fetchall(self._IDLE, (cutoff, batch)))
+                for sql in self._FORGET.values():
+                    await db.executemany(sql, keys)
+            pruned += len(keys)
+            await asyncio.sleep(0)  # asyncio.Lock is fair: a write that waited goes first
+
+    async def _prune_forever(self) -> None:
+        while True:
+            try:
+                if pruned := await self.prune():
+                    log.info("deleted %d chats idle more than %d days", pruned, self.keep_days)
+            except StorageError as exc:
+                log.warning("could not delete idle chats: %s", exc)
+            except Exception:
+                log.exception("could not delete idle chats")
+            await asyncio.sleep(self._prune_every_s)
 
     async def backup(self, dest: str | os.PathLike) -> Path:
         """A consistent copy of the database through sqlite's online backup API, safe while running.
 
-        Written beside `dest` first and renamed into place, so `dest` is never a half-written file.
+        Written beside `dest` first (mode 0600, as the database) and renamed into place, so `dest` is
+        never a half-written file nor, for a moment, one that others can read.
         """
         dest = Path(dest)
         if dest.resolve() == self.path.resolve():
             raise ValueError("the backup cannot overwrite the database itself")
-        dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(dest.name + ".partial")
         partial.unlink(missing_ok=True)
-        async with self._locked("back up the database") as db:
+        async with self._writing("back up the database") as db:
             try:
+                files.create_private(partial, exclusive=True)  # sqlite keeps the mode of a file it finds
                 target = await aiosqlite.connect(partial)
                 try:
                     await db.backup(target)
@@ -396,7 +484,7 @@ class Storage:
 
     async def integrity_check(self) -> str:
         """sqlite's PRAGMA integrity_check: "ok", or one problem a line."""
-        async with self._locked("check the database") as db:
+        async with self._writing("check the database") as db:
             rows = await db.execute_fetchall("PRAGMA integrity_check")
         return "\n".join(str(row[0]) for row in rows)
 
@@ -408,7 +496,7 @@ class Storage:
         It finds a read-only or locked file; a full disk shows only when a write commits.
         """
         try:
-            async with self._locked("write a probe row") as db, self._transaction(db):
+            async with self._writing("write a probe row") as db, self._transaction(db):
                 await db.execute(self._PROBE)
                 raise _RollBack
         except _RollBack:

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
+import os
 import sqlite3
+import stat
+import time
 
 import aiosqlite
 import numpy as np
 import pytest
 
 from storage import TAIL_CHARS, ChatKey, Continuation, Settings, Storage, StorageError
+from storage.errors import describe
 from storage.migrations import MIGRATIONS, migrate
+from storage.repository import DAY_S
 
 TG = ChatKey("telegram", "-1001234567890")
 DC = ChatKey("discord", "1098765432109876543")
@@ -121,7 +128,7 @@ async def test_forget_removes_every_row_of_that_chat_only(storage, db_path):
     for key in (TG, DC):
         await storage.set_temperature(key, 0.9)
         await storage.save_continuation(key, continuation())
-    assert set(keyed_rows(db_path, TG)) == {"chat_settings", "continuations"}
+    assert set(keyed_rows(db_path, TG)) == {"chat_settings", "continuations", "chats"}
 
     assert await storage.forget(TG) is True
     assert all(n == 0 for n in keyed_rows(db_path, TG).values())
@@ -233,8 +240,10 @@ async def test_corrupt_continuation_is_logged_deleted_and_reads_as_none(db_path,
             assert await storage.get_continuation(TG) is None
         assert "continuation" in caplog.text and "telegram" in caplog.text
         assert TG.chat_id not in caplog.text  # a hash names the chat, never its id
-        assert keyed_rows(db_path, TG)["continuations"] == 0
         assert await storage.get_continuation(DC) is not None  # the other chat is untouched
+    # deleted in the background, not in the read's time: done by the time close() returns
+    assert keyed_rows(db_path, TG)["continuations"] == 0
+    assert keyed_rows(db_path, DC)["continuations"] == 1
 
 
 @pytest.mark.parametrize("column, value", [("temperature", "hot"), ("temperature", float("inf")),
@@ -249,7 +258,20 @@ async def test_corrupt_settings_read_as_defaults_and_are_deleted(db_path, caplog
         with caplog.at_level(logging.WARNING, logger="storage.repository"):
             assert await storage.get_settings(TG) == Settings()
         assert "settings" in caplog.text
-        assert keyed_rows(db_path, TG)["chat_settings"] == 0
+    assert keyed_rows(db_path, TG)["chat_settings"] == 0
+
+
+async def test_a_good_row_saved_after_an_unreadable_one_was_read_is_kept(db_path):
+    async with await Storage.open(db_path) as storage:
+        await storage.save_continuation(TG, continuation())
+        with sqlite3.connect(db_path) as conn:
+            conn.execute("UPDATE continuations SET units = 0")
+        async with storage._lock:  # a write in flight: the deletion of the bad row waits behind it
+            assert await storage.get_continuation(TG) is None
+            with sqlite3.connect(db_path) as conn:  # meanwhile a good row replaces the bad one
+                conn.execute("UPDATE continuations SET units = 16")
+    async with await Storage.open(db_path) as storage:
+        np.testing.assert_array_equal((await storage.get_continuation(TG)).state, continuation().state)
 
 
 async def test_read_only_file_refuses_writes_with_storage_error_and_still_reads(db_path):
@@ -314,3 +336,285 @@ async def test_methods_need_a_started_storage(db_path):
     await storage.close()
     with pytest.raises(RuntimeError, match="not started"):
         await storage.get_settings(TG)
+
+
+# --- the files are private ------------------------------------------------------------------------
+
+def mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def open_umask():
+    """The usual umask, under which a file made without care is -rw-r--r--."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+async def test_database_side_files_key_and_backups_are_private(db_path, tmp_path, open_umask):
+    async with await Storage.open(db_path) as storage:
+        await storage.save_continuation(TG, continuation())
+        wal, shm = db_path.with_name("cervantes.db-wal"), db_path.with_name("cervantes.db-shm")
+        key = db_path.with_name("cervantes.db.key")
+        assert wal.exists() and shm.exists() and key.exists()
+        assert {p.name: mode(p) for p in (db_path, wal, shm, key)} == dict.fromkeys(
+            ["cervantes.db", "cervantes.db-wal", "cervantes.db-shm", "cervantes.db.key"], 0o600)
+        dest = await storage.backup(tmp_path / "backups" / "copy.db")
+        assert mode(dest) == 0o600
+    async with await Storage.open(dest) as copy:  # opened, the copy's own side files are private too
+        await copy.set_length(TG, 5)
+        assert mode(dest.with_name("copy.db-wal")) == 0o600
+
+
+async def test_files_left_readable_by_an_older_version_are_made_private(db_path, open_umask, caplog):
+    async with await Storage.open(db_path):
+        pass
+    key = db_path.with_name("cervantes.db.key")
+    for path in (db_path, key):
+        path.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="storage.files"):
+        async with await Storage.open(db_path) as storage:
+            await storage.set_length(TG, 5)
+            assert mode(db_path) == mode(key) == mode(db_path.with_name("cervantes.db-wal")) == 0o600
+    assert "readable by others" in caplog.text
+
+
+# --- chat tags in logs ----------------------------------------------------------------------------
+
+async def test_chat_tags_are_keyed_by_a_secret_of_each_installation(tmp_path):
+    first, second = tmp_path / "a" / "cervantes.db", tmp_path / "b" / "cervantes.db"
+    async with await Storage.open(first) as storage:
+        tag = storage.tag(TG)
+        assert TG.tag == tag  # installed for the whole process: the adapters' logs use it
+    async with await Storage.open(second) as storage:
+        other = storage.tag(TG)
+        assert TG.tag == other
+    assert tag != other and len(tag) == len(other) == 12 and int(tag, 16) >= 0
+    async with await Storage.open(first) as storage:  # the same installation keeps its tags
+        assert storage.tag(TG) == TG.tag == tag
+
+    # hashing every nearby id without the secret finds neither
+    unsalted = {hashlib.sha256(f"telegram:{-1001234567890 + d}".encode()).hexdigest()[:12]
+                for d in range(-1000, 1001)}
+    assert tag not in unsalted and other not in unsalted
+    secret = bytes.fromhex(first.with_name("cervantes.db.key").read_text())
+    assert len(secret) == 32
+    assert tag == hmac.new(secret, b"telegram:-1001234567890", hashlib.sha256).hexdigest()[:12]
+
+
+async def test_a_damaged_key_file_is_named(db_path):
+    db_path.parent.mkdir(parents=True)
+    db_path.with_name("cervantes.db.key").write_text("not hex\n")
+    with pytest.raises(StorageError, match="cervantes.db.key does not hold a secret"):
+        await Storage.open(db_path)
+
+
+# --- files that are not ours ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("schema", [
+    "CREATE TABLE settings (user TEXT PRIMARY KEY, value TEXT)",
+    "CREATE TABLE chat_settings (user TEXT PRIMARY KEY, value TEXT)",
+    # our version stamp, other columns
+    "PRAGMA user_version = 2; CREATE TABLE chat_settings (platform, chat_id, colour);"
+    "CREATE TABLE continuations (platform, chat_id, state, units, model_id, last_char, tail, updated_at)",
+])
+@pytest.mark.parametrize("read_only", [False, True])
+async def test_another_programs_database_is_refused_by_name_and_left_alone(db_path, schema, read_only):
+    db_path.parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as conn:
+        conn.executescript(schema)
+    before = db_path.read_bytes()
+    with pytest.raises(StorageError, match="is not a cervantes database") as raised:
+        await Storage.open(db_path, read_only=read_only)
+    assert str(db_path) in str(raised.value)
+    assert db_path.read_bytes() == before
+    assert not db_path.with_name("cervantes.db.key").exists()
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+async def test_a_file_that_is_not_a_database_is_one_clear_error(db_path, read_only):
+    db_path.parent.mkdir(parents=True)
+    db_path.write_bytes(b"Yo soy un archivo de texto, no una base de datos.\n" * 200)
+    with pytest.raises(StorageError, match="the file is not a database") as raised:
+        await Storage.open(db_path, read_only=read_only)
+    assert str(db_path) in str(raised.value)
+
+
+async def test_a_folder_that_cannot_be_written_is_named_with_what_to_do(tmp_path):
+    blocker = tmp_path / "data"
+    blocker.write_text("a file where the folder should be")
+    with pytest.raises(StorageError, match="must exist and be writable by .*uid 10001") as raised:
+        await Storage.open(blocker / "cervantes.db")
+    assert str(blocker) in str(raised.value)
+    # sqlite's own "unable to open database file" says the same
+    why = describe(sqlite3.OperationalError("unable to open database file"), tmp_path / "x" / "c.db")
+    assert f"folder {tmp_path / 'x'} must exist and be writable" in why
+
+
+# --- reads that fail, and reads while another process writes --------------------------------------
+
+async def test_a_damaged_file_makes_reads_raise_storage_error(db_path):
+    async with await Storage.open(db_path) as storage:
+        await storage.set_length(TG, 5)
+        await storage.save_continuation(TG, continuation())
+    with sqlite3.connect(db_path) as conn:
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    with open(db_path, "r+b") as f:  # every page but the first, where the schema is
+        f.seek(page)
+        f.write(b"\xa5" * page * (pages - 1))
+
+    async with await Storage.open(db_path) as storage:
+        with pytest.raises(StorageError, match=f"{db_path}: could not read the settings: .*damaged"):
+            await storage.get_settings(TG)
+        with pytest.raises(StorageError, match="could not read the continuation"):
+            await storage.get_continuation(TG)
+
+
+async def test_a_table_gone_from_under_the_bot_makes_reads_raise_storage_error(storage, db_path):
+    with sqlite3.connect(db_path) as conn:
+        conn.executescript("DROP TABLE chat_settings; DROP TABLE continuations")
+    with pytest.raises(StorageError, match="could not read the settings"):
+        await storage.get_settings(TG)
+    with pytest.raises(StorageError, match="could not read the continuation"):
+        await storage.get_continuation(TG)
+
+
+async def test_reads_do_not_wait_for_a_write_stuck_behind_another_process(db_path):
+    async with await Storage.open(db_path, busy_timeout_ms=3000) as storage:
+        await storage.set_temperature(TG, 0.4)
+        await storage.save_continuation(TG, continuation())
+        other = sqlite3.connect(db_path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        try:
+            stuck = asyncio.create_task(storage.set_length(DC, 7))
+            await asyncio.sleep(0.2)
+            assert not stuck.done()  # waiting for the other process, holding our write lock
+            started = time.monotonic()
+            assert await storage.get_settings(TG) == Settings(0.4)
+            assert (await storage.get_continuation(TG)).tail == TAIL
+            assert await storage.get_settings(DC) == Settings()  # not written yet
+            assert time.monotonic() - started < 0.5
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        await stuck  # once the other process lets go, the write goes through
+        assert await storage.get_settings(DC) == Settings(None, 7)
+
+
+# --- retention ------------------------------------------------------------------------------------
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def add_idle_chats(path, n: int, last_active: float) -> None:
+    """n chats with settings and a continuation, last active at `last_active`, written directly."""
+    keys = [("telegram", str(-5000 - i)) for i in range(n)]
+    blob = np.zeros(4, "<f4").tobytes()
+    with sqlite3.connect(path) as conn:
+        conn.executemany("INSERT INTO chat_settings (platform, chat_id, length) VALUES (?, ?, 50)", keys)
+        conn.executemany("INSERT INTO continuations VALUES (?, ?, ?, 4, 'm', 'a', 'a', 0)",
+                         [(*k, blob) for k in keys])
+        conn.executemany("INSERT INTO chats VALUES (?, ?, ?)", [(*k, last_active) for k in keys])
+
+
+async def queued(lock: asyncio.Lock, n: int) -> None:
+    """Until `n` tasks wait for `lock` (asyncio.Lock serves them in that order)."""
+    for _ in range(500):
+        if len(lock._waiters or ()) >= n:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"fewer than {n} tasks waiting for the lock")
+
+
+def count(path, table: str) -> int:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+async def test_chats_idle_longer_than_keep_days_are_deleted(db_path):
+    clock = Clock()
+    async with await Storage.open(db_path, keep_days=90, clock=clock) as storage:
+        await storage.set_temperature(TG, 0.5)
+        await storage.save_continuation(TG, continuation())
+        await storage.set_length(DC, 100)
+        quiet = ChatKey("discord", "777")
+        await storage.set_length(quiet, 60)
+        clock.now += 80 * DAY_S
+        await storage.set_length(DC, 120)  # any write counts as activity
+        await storage.save_continuation(quiet, continuation())
+        clock.now += 11 * DAY_S  # TG idle 91 days; DC and quiet 11
+
+        assert await storage.prune() == 1
+        assert all(n == 0 for n in keyed_rows(db_path, TG).values())
+        assert await storage.get_settings(DC) == Settings(None, 120)
+        assert await storage.get_continuation(quiet) is not None
+        assert await storage.prune() == 0
+
+        clock.now += 80 * DAY_S
+        assert await storage.prune() == 2
+        assert count(db_path, "chats") == count(db_path, "chat_settings") == 0
+
+
+async def test_without_keep_days_nothing_is_ever_deleted(db_path):
+    clock = Clock()
+    async with await Storage.open(db_path, clock=clock) as storage:  # as `cervantes health` opens it
+        await storage.set_length(TG, 60)
+        clock.now += 10_000 * DAY_S
+        assert await storage.prune() == 0
+        assert await storage.get_settings(TG) == Settings(None, 60)
+    with pytest.raises(ValueError):
+        Storage(db_path, keep_days=-1)
+
+
+async def test_pruning_runs_in_the_background(db_path):
+    clock = Clock()
+    async with await Storage.open(db_path, keep_days=90, clock=clock, prune_every_s=0.05) as storage:
+        add_idle_chats(db_path, 1203, last_active=clock.now - 91 * DAY_S)
+        await storage.set_length(TG, 70)  # active
+        for _ in range(200):  # the background task finds them within prune_every_s
+            if count(db_path, "chats") == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert count(db_path, "chats") == count(db_path, "chat_settings") == 1
+        assert count(db_path, "continuations") == 0
+        assert await storage.get_settings(TG) == Settings(None, 70)
+
+
+async def test_pruning_lets_commands_in_between_its_transactions(db_path):
+    clock = Clock()
+    async with await Storage.open(db_path, clock=clock) as storage:
+        storage.keep_days = 90  # prune() by hand only, with no background task to race it
+        await storage.set_length(TG, 70)
+        add_idle_chats(db_path, 1203, last_active=clock.now - 91 * DAY_S)
+        async with storage._lock:  # a write in flight: the prune, then a command, queue behind it
+            prune = asyncio.create_task(storage.prune(batch=500))
+            await queued(storage._lock, 1)
+            command = asyncio.create_task(storage.set_temperature(DC, 0.9))
+            await queued(storage._lock, 2)
+        await command  # went in after the first 500 chats, not after all 1203
+        left = count(db_path, "chats")
+        assert await prune == 1203
+        assert left == 1203 - 500 + 2  # + TG and DC
+        assert count(db_path, "chats") == 2
+
+
+async def test_upgrade_counts_stored_chats_as_active_at_the_upgrade(db_path):
+    db_path.parent.mkdir(parents=True)
+    async with aiosqlite.connect(db_path, isolation_level=None) as db:
+        assert await migrate(db, target=2) == 2
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("INSERT INTO chat_settings (platform, chat_id, length) VALUES (?, ?, ?)", (*TG, 77))
+    async with await Storage.open(db_path) as storage:
+        await storage.save_continuation(DC, continuation())
+        assert await storage.get_settings(TG) == Settings(None, 77)
+    with sqlite3.connect(db_path) as conn:
+        active = dict(((p, c), t) for p, c, t in conn.execute("SELECT * FROM chats"))
+    assert set(active) == {tuple(TG), tuple(DC)}
+    assert all(abs(t - time.time()) < 60 for t in active.values())
