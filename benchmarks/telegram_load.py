@@ -1,6 +1,6 @@
 """Load through the Telegram adapter: N chats x M commands at once, against the emulator the bot tests use.
 
-    .venv/bin/python benchmarks/telegram_load.py --chats 50 --commands 3 [--model DIR] [--json]
+    .venv/bin/python benchmarks/telegram_load.py --chats 50 --commands 3 [--flood] [--model DIR] [--json]
 
 The bot runs in this process as `cervantes serve` runs it (open_runtime, then TelegramAdapter polling
 the emulator, tests/telegram_emulator); the users write through the emulator's client API. Each chat
@@ -8,9 +8,14 @@ sends its commands in order, the next once the previous reply is complete, all c
 commands mix /cervantes, /continuar and /temperatura. A streamed reply is complete when its message,
 as last edited, holds the whole reply: the seed (for /cervantes) and [chat] length characters.
 
-Reports whether every command was answered exactly once, in its own chat; latency from the command
-to the final text (p50/p95/p99, by the emulator's timestamps); throughput; this process's peak
-memory. Exits 1 if a reply was lost, duplicated, misrouted or not what the command asks for.
+With --flood the emulator enforces Telegram's flood limits (30 messages a second per bot, about one
+a second per chat, 429 with retry_after; see launch.js), and the report adds what it refused.
+
+Reports whether every command was answered exactly once, in its own chat; time from the command to
+its first visible text and to its final text (p50/p95/p99, by the emulator's timestamps);
+throughput; the bot's own delivery counts and the 429s it met; this process's peak memory. Exits 1
+if a reply was lost, duplicated, misrouted or not what the command asks for, or, with --flood, if
+a request was sent into a pending retry_after.
 """
 
 from __future__ import annotations
@@ -94,6 +99,7 @@ def script(chat_index: int, commands: int, rng: random.Random) -> list[Step]:
 class Shown:
     text: str  # the bot's message as last edited
     at: float  # when it was posted or last edited, by the emulator's clock (this machine's)
+    first: float  # when it was posted
 
 
 class Users:
@@ -118,7 +124,7 @@ class Users:
         for u in sorted((u for u in answer.json()["result"] if "chat_id" in u["message"]),
                         key=lambda u: u["messageId"]):  # the users' own messages carry "chat" instead
             at = (u.get("editTime") or u["time"]) / 1000
-            chats.setdefault(int(u["message"]["chat_id"]), []).append(Shown(u["message"]["text"], at))
+            chats.setdefault(int(u["message"]["chat_id"]), []).append(Shown(u["message"]["text"], at, u["time"] / 1000))
         async with self.changed:
             self.chats = chats
             self.changed.notify_all()
@@ -134,6 +140,14 @@ class Users:
             await asyncio.wait_for(self.changed.wait_for(lambda: done(self.chats.get(chat_id, []))), timeout)
             return self.chats.get(chat_id, [])
 
+    async def flood(self) -> None:
+        """Flood-limit mode for this bot: the emulator answers 429 as Telegram would."""
+        (await self.http.post("/flood", json={"token": self.token, "on": True})).raise_for_status()
+
+    async def flood_stats(self) -> dict | None:
+        answer = await self.http.post("/floodStats", json={"token": self.token})
+        return answer.json()["result"]
+
     async def close(self) -> None:
         await self.http.aclose()
 
@@ -143,7 +157,8 @@ async def drive(users: Users, chats: int, commands: int, length: int, reply_time
     """All chats at once, each sending its next command once its previous reply is complete."""
     rng = random.Random(seed)
     scripts = {FIRST_CHAT + i: script(i, commands, rng) for i in range(chats)}
-    latencies: list[float] = []
+    latencies: list[float] = []  # to the final text
+    firsts: list[float] = []  # to the first visible text
 
     async def one_chat(chat_id: int, steps: list[Step]) -> None:
         for k, step in enumerate(steps):
@@ -155,6 +170,7 @@ async def drive(users: Users, chats: int, commands: int, length: int, reply_time
             except asyncio.TimeoutError:
                 return  # lost, or never finished: the final check counts it; a user would not go on
             latencies.append(shown[k].at - sent)
+            firsts.append(shown[k].first - sent)
 
     poller = asyncio.create_task(users.poll())
     try:
@@ -168,9 +184,13 @@ async def drive(users: Users, chats: int, commands: int, length: int, reply_time
             await poller
     await users.refresh()
     report = check(scripts, users.chats, length)
-    percentile = (lambda q: float(np.percentile(latencies, q))) if latencies else (lambda q: float("nan"))
-    report.update(chats=chats, commands_per_chat=commands, p50_s=percentile(50), p95_s=percentile(95),
-                  p99_s=percentile(99), commands_per_s=len(latencies) / wall, wall_s=wall)
+    def percentile(values, q):
+        return float(np.percentile(values, q)) if values else float("nan")
+
+    report.update(chats=chats, commands_per_chat=commands, p50_s=percentile(latencies, 50),
+                  p95_s=percentile(latencies, 95), p99_s=percentile(latencies, 99),
+                  first_p50_s=percentile(firsts, 50), first_p95_s=percentile(firsts, 95),
+                  commands_per_s=len(latencies) / wall, wall_s=wall)
     return report
 
 
@@ -211,7 +231,7 @@ def check(scripts: dict[int, list[Step]], shown: dict[int, list[Shown]], length:
     return {"commands": commands, **counts, "exactly_once": exactly_once, "problems": problems}
 
 
-async def run(config: Config, url: str, chats: int, commands: int, seed: int = 0) -> dict:
+async def run(config: Config, url: str, chats: int, commands: int, seed: int = 0, flood: bool = False) -> dict:
     """The bot on `config`, against the emulator at `url`, under the load; the report."""
     token = f"{secrets.randbelow(10**9) + 10**9}:LOAD{secrets.token_urlsafe(27)}"  # the emulator keeps bots apart by token
     with tempfile.TemporaryDirectory() as tmp:
@@ -221,6 +241,8 @@ async def run(config: Config, url: str, chats: int, commands: int, seed: int = 0
             generation=dataclasses.replace(config.generation, queue_size=max(config.generation.queue_size, chats)),
             telegram=dataclasses.replace(config.telegram, mode="polling", base_url=f"{url}/bot"))
         users = Users(url, token)
+        if flood:
+            await users.flood()
         try:
             async with open_runtime(config) as runtime:
                 adapter = TelegramAdapter(runtime.commands, config.telegram, token)
@@ -232,6 +254,9 @@ async def run(config: Config, url: str, chats: int, commands: int, seed: int = 0
                         settle_s=2 * config.telegram.edit_interval_s + 2 * POLL_S, seed=seed)
                 finally:
                     await adapter.stop()
+                report["delivery"] = dict(adapter.outbox.outcomes)
+                report["throttled"] = dict(adapter.outbox.throttled)
+            report["flood"] = await users.flood_stats() if flood else None
         finally:
             await users.close()
     report["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -244,8 +269,14 @@ def summary(r: dict) -> str:
         f"{r['answered']}/{r['commands']} answered in their own chat, exactly once: {r['exactly_once']} "
         f"(missing {r['missing']}, duplicated {r['duplicated']}, misrouted {r['misrouted']}, "
         f"wrong {r['wrong']}; apologies among the answers {r['apologies']})",
-        f"latency to the final text: p50 {r['p50_s']:.2f} s, p95 {r['p95_s']:.2f} s, p99 {r['p99_s']:.2f} s; "
-        f"{r['commands_per_s']:.1f} commands/s over {r['wall_s']:.1f} s; peak memory {r['peak_rss_mib']:.0f} MiB"]
+        f"to the first visible text: p50 {r['first_p50_s']:.2f} s, p95 {r['first_p95_s']:.2f} s; "
+        f"to the final text: p50 {r['p50_s']:.2f} s, p95 {r['p95_s']:.2f} s, p99 {r['p99_s']:.2f} s",
+        f"{r['commands_per_s']:.1f} commands/s over {r['wall_s']:.1f} s; peak memory {r['peak_rss_mib']:.0f} MiB; "
+        f"deliveries {r['delivery']}; 429s met by scope {r['throttled'] or 'none'}"]
+    if r["flood"] is not None:
+        f = r["flood"]
+        lines.append(f"flood mode: {f['requests']} requests, refused {f['refused'] or 'none'}, "
+                     f"sent into a pending retry_after {f['sent_into_pending']}, longest ban {f['longest_ban_s']} s")
     lines += [f"  {p}" for p in r["problems"][:20]]
     if len(r["problems"]) > 20:
         lines.append(f"  ... and {len(r['problems']) - 20} more")
@@ -261,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--length", type=int, help="characters per reply (default: [chat] length)")
     p.add_argument("--edit-interval", type=float, help="seconds between edits (default: [telegram] edit_interval_s)")
     p.add_argument("--seed", type=int, default=0, help="which commands each chat sends")
+    p.add_argument("--flood", action="store_true", help="the emulator enforces Telegram's flood limits")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
@@ -283,9 +315,10 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup("WARNING")  # the adapter's warnings (failed requests) show; one line a request would not
 
     with emulator.running(BOT_USERNAME) as url:
-        report = asyncio.run(run(config, url, args.chats, args.commands, seed=args.seed))
+        report = asyncio.run(run(config, url, args.chats, args.commands, seed=args.seed, flood=args.flood))
     print(json.dumps(report, indent=1) if args.json else summary(report))
-    return 0 if report["exactly_once"] else 1
+    ok = report["exactly_once"] and not (report["flood"] or {}).get("sent_into_pending")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
