@@ -36,6 +36,7 @@ class CorpusSection:
 @dataclass(frozen=True)
 class StorageSection:
     path: str = "cervantes.db"  # SQLite file with every chat's settings and continuation
+    keep_days: int = 90  # a chat idle this many days is deleted; 0 keeps chats until /olvidar
 
 
 @dataclass(frozen=True)
