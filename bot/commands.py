@@ -13,7 +13,7 @@ import time
 from typing import AsyncIterator, Protocol
 
 from bot import messages, metrics
-from bot.parsing import Command, format_number, parse_int, parse_number
+from bot.parsing import Command, format_number, list_characters, parse_int, parse_number
 from bot.quota import Quota
 from cli.config import ChatSection
 from service.generation import Busy, GenerationService
@@ -30,6 +30,10 @@ class Output(Protocol):
 
     async def stream(self, pieces: AsyncIterator[str]) -> None:
         """Show a reply that grows as pieces arrive; the reply is all pieces joined."""
+
+
+class _Unusable(Exception):
+    """A stored state that the service refuses (wrong size, a character the model does not know)."""
 
 
 class _Turn:
@@ -102,8 +106,17 @@ class Commands:
             await self._generate(chat, out, "continuar", seed=stored.tail, show_seed=False,
                                  note=messages.MODEL_CHANGED, previous_tail=stored.tail)
         else:
-            await self._generate(chat, out, "continuar", state=stored.state, last_char=stored.last_char,
-                                 previous_tail=stored.tail)
+            try:
+                await self._generate(chat, out, "continuar", state=stored.state, last_char=stored.last_char,
+                                     previous_tail=stored.tail)
+            except _Unusable as exc:  # a damaged row: go on from its text instead, which saves a good one
+                logging.getLogger(__name__).warning("stored state of chat %s unusable (%s): re-reading its text",
+                                                    chat.tag, exc)
+                if not stored.tail.strip():
+                    await out.send(messages.NOTHING_TO_CONTINUE)
+                    return
+                await self._generate(chat, out, "continuar", seed=stored.tail, show_seed=False,
+                                     previous_tail=stored.tail)
 
     async def _generate(self, chat: ChatKey, out: Output, name: str, seed: str | None = None,
                         state=None, last_char=None, show_seed: bool = True, note: str = "",
@@ -119,6 +132,10 @@ class Commands:
             _record({"platform": chat.platform, "chat": chat.tag, "command": name, "outcome": "busy"})
             await out.send(messages.BUSY)
             return
+        except ValueError as exc:
+            if state is None:
+                raise
+            raise _Unusable(str(exc)) from None
         outcome = {"status": "ok"}
         await out.stream(self._pieces(chat, stream, show_seed, note, previous_tail, outcome))
         result = getattr(stream, "result", None)
@@ -160,7 +177,7 @@ class Commands:
         result = stream.result
         notes = [note] if note else []
         if show_seed and result.dropped:
-            notes.append(messages.DROPPED.format(chars=" ".join(result.dropped)))
+            notes.append(messages.DROPPED.format(chars=list_characters(result.dropped)))
         if show_seed and result.truncated:
             notes.append(messages.TRUNCATED.format(n=self.chat.max_seed_chars))
         # the text so far: a new seed starts it afresh; a continuation (or a re-prime) extends it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 
 COMMANDS = ("cervantes", "continuar", "temperatura", "longitud", "olvidar", "ayuda", "start")
@@ -47,5 +48,19 @@ def format_number(value: float) -> str:
 
 
 def parse_int(text: str) -> int | None:
+    """A whole number: "300", and "1.000" or "1 000" with Spanish thousands separators."""
     text = text.strip()
+    if re.fullmatch(r"[+-]?[0-9]{1,3}([. \u00a0\u202f][0-9]{3}){1,2}", text):
+        text = re.sub(r"[. \u00a0\u202f]", "", text)
     return int(text) if re.fullmatch(r"[+-]?[0-9]{1,9}", text) else None
+
+
+MAX_LISTED = 10  # characters a note lists at most
+
+
+def list_characters(chars: str) -> str:
+    """Characters for a note in the chat: at most MAX_LISTED, then "…"; the ones a reader would not
+    see (controls, zero-width, direction marks, BOM, spaces other than " ") as U+XXXX."""
+    shown = [c if c.isprintable() and not c.isspace() and unicodedata.category(c) != "Cf"
+             else f"U+{ord(c):04X}" for c in chars[:MAX_LISTED]]
+    return " ".join(shown) + (" …" if len(chars) > MAX_LISTED else "")

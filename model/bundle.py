@@ -32,7 +32,7 @@ class Bundle:
     network: CharGRU
     vocab: Vocab
     hp: Hyperparameters
-    model_id: str  # sha256 of the weights file: tells stored GRU states of another model apart
+    model_id: str  # identity(): tells stored GRU states of another model apart
 
 
 def save(folder: str | Path, network: CharGRU, vocab: Vocab) -> Path:
@@ -42,6 +42,18 @@ def save(folder: str | Path, network: CharGRU, vocab: Vocab) -> Path:
     vocab.save(folder / VOCAB_FILE)
     network.save_weights(str(folder / WEIGHTS_FILE))
     return folder
+
+
+def identity(folder: Path, hp: Hyperparameters) -> str:
+    """What a stored GRU state belongs to: the weights, the vocabulary (which id is which letter)
+    and the sizes and normalization the model reads with. Training-only settings (dropout) are left
+    out: they do not change what the model computes."""
+    digest = hashlib.sha256()
+    digest.update((folder / WEIGHTS_FILE).read_bytes())
+    digest.update((folder / VOCAB_FILE).read_bytes())
+    reading = {k: getattr(hp, k) for k in ("vocab_size", "embedding_dim", "rnn_units", "strip_accents")}
+    digest.update(json.dumps(reading, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
 
 
 def load(folder: str | Path | None = None) -> Bundle:
@@ -55,5 +67,5 @@ def load(folder: str | Path | None = None) -> Bundle:
         raise ModelFolderError(f"{folder}: vocab.json has {len(vocab)} ids, config.json says {hp.vocab_size}")
     network = build(hp)
     network.load_weights(str(folder / WEIGHTS_FILE))
-    model_id = hashlib.sha256((folder / WEIGHTS_FILE).read_bytes()).hexdigest()[:16]
+    model_id = identity(folder, hp)
     return Bundle(network=network, vocab=vocab, hp=hp, model_id=model_id)

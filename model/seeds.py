@@ -31,19 +31,30 @@ def clean(raw: str, vocab: Vocab, strip_accents: bool = False, max_chars: int = 
     text = normalize(raw, strip_accents)
     for before, after in _EQUIVALENTS.items():
         text = text.replace(before, after)
-    kept, dropped = [], []
-    for c in text:
-        if c in vocab:
-            kept.append(c)
+    # read from the end, up to max_chars known characters: what lies before is not read at all
+    kept, dropped = [], {}
+    count, truncated = 0, False
+    for i in range(len(text) - 1, -1, -1):
+        known = _known(text[i], vocab)
+        if known is None:
+            dropped[text[i]] = i  # its first appearance in what is read, once reading is done
             continue
-        # an accented letter the model lacks (â, ç) becomes its base letter when the model has it
-        base = "".join(b for b in unicodedata.normalize("NFD", c) if unicodedata.category(b) != "Mn")
-        if base and all(b in vocab for b in base):
-            kept.append(base)
-        elif c not in dropped:
-            dropped.append(c)
-    text = "".join(kept)
+        if count + len(known) > max_chars:
+            truncated = True
+            break
+        kept.append(known)
+        count += len(known)
+    text = "".join(reversed(kept))
+    unknown = "".join(sorted(dropped, key=dropped.get))
     if not text.strip():
-        return Seed(default, "".join(dropped), False, True)
-    truncated = len(text) > max_chars
-    return Seed(text[-max_chars:] if truncated else text, "".join(dropped), truncated, False)
+        return Seed(default, unknown, False, True)
+    return Seed(text, unknown, truncated, False)
+
+
+def _known(c: str, vocab: Vocab) -> str | None:
+    """The character as the model knows it, or None. An accented letter the model lacks (â, ç)
+    becomes its base letter when the model has that."""
+    if c in vocab:
+        return c
+    base = "".join(b for b in unicodedata.normalize("NFD", c) if unicodedata.category(b) != "Mn")
+    return base if base and all(b in vocab for b in base) else None

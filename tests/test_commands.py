@@ -250,3 +250,18 @@ async def test_continuar_right_after_cervantes_continues_that_new_text(tiny_samp
         then, first = await _together(c, "/continuar", "/cervantes Quijote")
         assert first.last.startswith("Quijote")
         assert (await c.storage.get_continuation(CHAT)).tail.startswith("Quijote")
+
+
+@pytest.mark.parametrize("damage", [dict(state_size=7), dict(last_char=""), dict(last_char="☃")])
+async def test_a_damaged_stored_state_is_read_again_from_its_text(tiny_sampler, db_path, damage, caplog):
+    import numpy as np
+
+    async with bot(tiny_sampler, db_path) as c:
+        await say(c, "/cervantes Sancho")
+        good = await c.storage.get_continuation(CHAT)
+        state = np.zeros(damage["state_size"], np.float32) if "state_size" in damage else good.state
+        await c.storage.save_continuation(CHAT, dataclasses.replace(
+            good, state=state, last_char=damage.get("last_char", good.last_char)))
+        reply = await say(c, "/continuar")
+        assert len(reply) == SETTINGS.length and "unusable" in caplog.text  # a normal answer, and a log line
+        assert (await say(c, "/continuar")) != messages.NOTHING_TO_CONTINUE  # the row is good again

@@ -60,3 +60,17 @@ def test_hostile_seeds(tiny_vocab):
         seed = seeds.clean(raw, tiny_vocab)
         assert seed.text and all(c in tiny_vocab for c in seed.text)
         assert len(seed.text) <= seeds.MAX_SEED_CHARS
+
+
+def test_whole_numbers_with_spanish_thousands_separators():
+    assert parse_int("1.000") == 1000 and parse_int("1 000") == 1000 and parse_int("300") == 300
+    assert parse_int("1.00") is None and parse_int("10.0000") is None and parse_int("1,5") is None
+
+
+def test_a_list_of_characters_is_short_and_shows_invisible_ones_by_code():
+    from bot.parsing import list_characters
+
+    assert list_characters("🐴☃") == "🐴 ☃"
+    assert list_characters("\x00\u202e\u200b\ufeff") == "U+0000 U+202E U+200B U+FEFF"
+    many = "".join(chr(0x4E00 + i) for i in range(3000))
+    assert list_characters(many).endswith(" …") and len(list_characters(many).split()) == 11

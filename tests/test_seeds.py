@@ -32,3 +32,9 @@ def test_empty_seed_uses_the_default_opening(tiny_vocab):
     for raw in ("", "   ", "🐴"):
         s = seeds.clean(raw, tiny_vocab)
         assert s.default and s.text == seeds.DEFAULT_OPENING
+
+
+def test_only_the_part_read_names_its_unknown_characters(tiny_vocab):
+    s = seeds.clean("☃" * 5 + "a" * 200 + "🐴Sancho", tiny_vocab, max_chars=100)
+    assert s.truncated and s.text.endswith("Sancho") and len(s.text) == 100
+    assert s.dropped == "🐴"  # the snowmen were in the part cut away
