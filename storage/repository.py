@@ -207,6 +207,8 @@ class Storage:
         if mode != "wal":
             log.warning("%s: journal_mode is %s, not wal", self.path, mode)
         await db.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; fsync at checkpoints
+        # deleted rows (/olvidar, retention) are overwritten with zeros, not left in free space
+        await db.execute("PRAGMA secure_delete = ON")
         await migrate(db)
 
     async def close(self) -> None:
@@ -223,7 +225,7 @@ class Storage:
                 await db.close()
 
     def tag(self, key: ChatKey | tuple[str, str | int]) -> str:
-        """The chat's tag in logs under this installation's secret (what ChatKey.tag gives once installed)."""
+        """The chat's tag in logs under this installation's secret (ChatKey.tag, once installed)."""
         if self._secret is None:
             raise RuntimeError("Storage is not started (await Storage.open(path) or start())")
         return tags.chat_tag(self._secret, *_key(key))
@@ -276,7 +278,8 @@ class Storage:
         "chat_settings": "DELETE FROM chat_settings WHERE platform = ? AND chat_id = ? "
                          "AND temperature IS ? AND length IS ?",
         "continuations": "DELETE FROM continuations WHERE platform = ? AND chat_id = ? AND state IS ? "
-                         "AND units IS ? AND model_id IS ? AND last_char IS ? AND tail IS ? AND updated_at IS ?",
+                         "AND units IS ? AND model_id IS ? AND last_char IS ? AND tail IS ? "
+                         "AND updated_at IS ?",
     }
 
     def _discard(self, table: str, key: ChatKey, row: tuple, why: str) -> None:

@@ -138,6 +138,18 @@ async def test_forget_removes_every_row_of_that_chat_only(storage, db_path):
     assert await storage.forget(TG) is False  # nothing left to forget
 
 
+async def test_forgotten_text_is_gone_from_the_file_itself(db_path):
+    secret = "El secreto de Sancho: la ínsula Barataria está en Alcalá"
+    async with await Storage.open(db_path) as storage:
+        await storage.save_continuation(TG, continuation(tail=secret))
+        await storage.save_continuation(DC, continuation())
+        await storage.forget(TG)
+    # closed: checkpointed into the main file, the -wal removed; the deleted cells were zeroed
+    assert not db_path.with_name("cervantes.db-wal").exists()
+    assert "Barataria".encode() not in db_path.read_bytes()
+    assert TAIL.encode() in db_path.read_bytes()  # the check reads the file as it is
+
+
 async def test_move_chat_takes_settings_and_continuation_to_the_new_chat(storage, db_path):
     group, supergroup = ChatKey("telegram", "-4001"), ChatKey("telegram", "-1004001")
     await storage.set_temperature(group, 1.5)
