@@ -62,9 +62,10 @@ class TelegramOutput:
     the outbox and returns; `delivery` then resolves to how the delivery went."""
 
     def __init__(self, outbox: Outbox, chat_id: int, chat: ChatKey, move_chat: MoveChat | None = None,
-                 started: float | None = None):
+                 started: float | None = None, thread_id: int | None = None):
         self.outbox = outbox
         self.chat_id = chat_id
+        self.thread_id = thread_id  # a forum topic: the reply goes there
         self.chat = chat
         self.move_chat = move_chat
         self.started = time.monotonic() if started is None else started
@@ -95,6 +96,7 @@ class TelegramOutput:
     def _reply(self) -> Reply:
         reply = self.outbox.reply(self.chat_id, self.chat, self.started)
         reply.on_migrate = self._follow
+        reply.thread_id = self.thread_id
         self.delivery = reply.done
         return reply
 
@@ -187,11 +189,13 @@ class TelegramAdapter:
             return
         if command.name not in COMMANDS and message.chat.type != ChatType.PRIVATE:
             return  # in a group, a command we do not know is likely another bot's
-        chat = ChatKey("telegram", str(message.chat_id))
+        # a forum's topic is a chat of its own: its settings, its continuation, replies in it
+        thread = message.message_thread_id if message.is_topic_message else None
+        chat = ChatKey("telegram", f"{message.chat_id}:{thread}" if thread else str(message.chat_id))
         in_group = message.chat.type != ChatType.PRIVATE
         user = str(message.from_user.id) if in_group and message.from_user else None
-        await self.commands.run(chat, command, TelegramOutput(self.outbox, message.chat_id, chat, self.move_chat),
-                                user=user)
+        out = TelegramOutput(self.outbox, message.chat_id, chat, self.move_chat, thread_id=thread)
+        await self.commands.run(chat, command, out, user=user)
 
     async def _on_migrate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A group became a supergroup; Telegram says so in both chats (the second move finds nothing)."""

@@ -162,6 +162,7 @@ class Reply:
         self.throttled = 0  # 429s met on the way
         self.failures = 0  # network trouble in a row, for the backoff
         self.on_migrate: Migrated | None = None
+        self.thread_id: int | None = None  # the forum topic it answers in
         self.done: asyncio.Future = asyncio.get_running_loop().create_future()
 
     def grow(self, text: str) -> None:
@@ -382,14 +383,14 @@ class Outbox:
                                  "typing": "sendChatAction"}[request.action]
         try:
             if request.action == "post":
-                message = await bot.send_message(chat.chat_id, request.text)
+                message = await bot.send_message(chat.chat_id, request.text, **self._topic(reply))
                 reply.posted.append([message.message_id, request.text])
             elif request.action == "edit":
                 await bot.edit_message_text(request.text, chat_id=chat.chat_id,
                                             message_id=reply.posted[request.part][0])
                 reply.posted[request.part][1] = request.text
             else:
-                await bot.send_chat_action(chat.chat_id, "typing")
+                await bot.send_chat_action(chat.chat_id, "typing", **self._topic(reply))
                 return
         except RetryAfter as exc:
             self._held(chat, reply, retry_after_s(exc))
@@ -435,6 +436,10 @@ class Outbox:
             reply.first_s = self.clock() - reply.started
         if reply.failures > 0:
             reply.failures = 0
+
+    @staticmethod
+    def _topic(reply: Reply) -> dict:
+        return {"message_thread_id": reply.thread_id} if reply.thread_id is not None else {}
 
     def _held(self, chat: _Chat, reply: Reply, seconds: float) -> None:
         """A 429: the chat waits; when several chats are refused at once, the whole bot does."""

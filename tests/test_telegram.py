@@ -275,3 +275,15 @@ async def test_fifty_chats_at_once_each_command_answered_once_in_its_own_chat(em
     assert report["problems"] == []
     assert report["answered"] == report["commands"] == 100
     assert report["exactly_once"] and report["apologies"] == 0
+
+
+async def test_each_forum_topic_is_a_chat_of_its_own_and_gets_its_replies(bot, peer):
+    forum = -1007001
+    await peer.say("/temperatura 1,5", forum, chat_type="supergroup", topic=11)
+    await peer.wait_for(forum, lambda r: len(r) == 1)
+    await peer.say("/temperatura", forum, chat_type="supergroup", topic=12)
+    replies = await peer.wait_for(forum, lambda r: len(r) == 2)
+    assert replies == [messages.TEMPERATURE_SET.format(value="1,5"),
+                       messages.TEMPERATURE_IS.format(value="0,5", tmin="0,1", tmax="2")]  # topic 12: its own
+    posts = await peer.calls("sendMessage", forum)
+    assert [p["params"].get("message_thread_id") for p in posts] == ["11", "12"]  # each in its topic

@@ -27,8 +27,11 @@ class Peer:
         self.token = token
         self.http = httpx.AsyncClient(base_url=url, timeout=10)
 
-    async def say(self, text: str, chat_id: int = 1001, chat_type: str = "private", user_id: int = 501) -> None:
-        await self._message(chat_id, chat_type, user_id, text=text)
+    async def say(self, text: str, chat_id: int = 1001, chat_type: str = "private", user_id: int = 501,
+                  topic: int | None = None) -> None:
+        """A user writes to the bot; `topic`: in that topic of a forum supergroup."""
+        where = {"message_thread_id": topic, "is_topic_message": True} if topic else {}
+        await self._message(chat_id, chat_type, user_id, text=text, **where)
 
     async def upgrade(self, group: int, supergroup: int, user_id: int = 501) -> None:
         """The group becomes a supergroup: Telegram's service message in each of the two chats."""
