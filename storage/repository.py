@@ -43,6 +43,7 @@ BUSY_TIMEOUT_MS = 5000  # how long a write waits for another process's lock befo
 PRUNE_BATCH = 500  # idle chats deleted a transaction: the write lock is held a few ms at a time
 PRUNE_EVERY_S = 3600.0  # how often the background task looks for idle chats
 DAY_S = 86400.0
+_NOT_STARTED = "Storage is not started (await Storage.open(path) or start())"
 
 
 class ChatKey(NamedTuple):
@@ -157,14 +158,15 @@ class Storage:
         if self.read_only and not self.path.is_file():
             raise StorageError(f"{self.path}: could not open the database: the file does not exist")
         if not self.read_only:
-            files.create_private(self.path)  # before sqlite opens it: its -wal and -shm take its mode
-            for path in (self.path, *files.side_files(self.path)):
-                files.tighten(path)
+            files.create_private(self.path)  # a new one 0600 before sqlite: -wal and -shm take its mode
         async with contextlib.AsyncExitStack() as opened:
             writer = await self._connect()
             opened.push_async_callback(writer.close)
             with translated("open the database", self.path):
                 await self._configure(writer)
+            if not self.read_only:  # ours (check_schema): made private if an older version left it open
+                for path in (self.path, *files.side_files(self.path)):
+                    files.tighten(path)
             reader = await self._connect()
             opened.push_async_callback(reader.close)
             with translated("open the database", self.path):
@@ -227,7 +229,7 @@ class Storage:
     def tag(self, key: ChatKey | tuple[str, str | int]) -> str:
         """The chat's tag in logs under this installation's secret (ChatKey.tag, once installed)."""
         if self._secret is None:
-            raise RuntimeError("Storage is not started (await Storage.open(path) or start())")
+            raise RuntimeError(_NOT_STARTED)
         return tags.chat_tag(self._secret, *_key(key))
 
     # --- the plumbing every method goes through -------------------------------------------------
@@ -237,14 +239,14 @@ class Storage:
         """The writer connection, alone; sqlite errors become StorageError."""
         async with self._lock:
             if self._db is None:
-                raise RuntimeError("Storage is not started (await Storage.open(path) or start())")
+                raise RuntimeError(_NOT_STARTED)
             with translated(doing, self.path):
                 yield self._db
 
     async def _read(self, doing: str, sql: str, parameters: tuple = ()) -> list[tuple]:
         """One statement on the reader connection: no lock, no wait for writes; errors are StorageError."""
         if self._reader is None:
-            raise RuntimeError("Storage is not started (await Storage.open(path) or start())")
+            raise RuntimeError(_NOT_STARTED)
         with translated(doing, self.path):
             return list(await self._reader.execute_fetchall(sql, parameters))
 

@@ -436,11 +436,12 @@ async def test_another_programs_database_is_refused_by_name_and_left_alone(db_pa
     db_path.parent.mkdir(parents=True)
     with sqlite3.connect(db_path) as conn:
         conn.executescript(schema)
+    db_path.chmod(0o644)
     before = db_path.read_bytes()
     with pytest.raises(StorageError, match="is not a cervantes database") as raised:
         await Storage.open(db_path, read_only=read_only)
     assert str(db_path) in str(raised.value)
-    assert db_path.read_bytes() == before
+    assert db_path.read_bytes() == before and mode(db_path) == 0o644
     assert not db_path.with_name("cervantes.db.key").exists()
 
 
