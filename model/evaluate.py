@@ -1,15 +1,22 @@
-"""Held-out loss in nats and bits per character, reading the text as the bot does: state carried."""
+"""What `cervantes evaluate` measures: the held-out loss in nats and bits per character, reading the
+text as the bot does (state carried), with and without a duplicated block; and samples' quality.
+"""
 
 from __future__ import annotations
 
 import math
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from model import quality
 from model.network import CharGRU
+from model.sampler import Sampler, generate
+from model.suffixes import longest_repeat
+from model.vocab import Vocab
 
 ROWS = 32  # the held-out text is read as ROWS contiguous streams side by side
 CHUNK = 100  # characters per call; the GRU state carries over from one chunk to the next
@@ -75,3 +82,138 @@ def held_out_loss(network: CharGRU, ids: np.ndarray, rows: int = ROWS, chunk: in
         total += float(loss)
     count = rows * per_row
     return Evaluation(nats_per_char=total / count, characters=count)
+
+
+# Both copies of a block written twice are scored the same by a fixed model, but anything that adapts
+# while it reads gains on the second. The held-out part's longest repeat otherwise is 51 characters.
+MIN_DUPLICATE_CHARS = 1000
+
+
+def duplicate(text: str, min_chars: int = MIN_DUPLICATE_CHARS) -> tuple[int, int] | None:
+    """[start, end) of the later copy of the longest stretch `text` holds twice, if it is at least
+    `min_chars` long. Copies back to back may overlap where the block ends as the next one starts
+    ("\\nCapítulo 49" then "\\nCapítulo 50"): only one period is left out then, so that what remains
+    reads as if the block were written once."""
+    first, second, length = longest_repeat(text)
+    if length < min_chars:
+        return None
+    return second, second + min(length, second - first)
+
+
+def without_duplicates(text: str, min_chars: int = MIN_DUPLICATE_CHARS) -> tuple[str, list[tuple[int, int]]]:
+    """`text` with the later copy of every duplicated block left out, and the spans left out (in
+    offsets of the `text` given)."""
+    original = np.arange(len(text))  # where each remaining character stood in the text given
+    spans = []
+    while span := duplicate(text, min_chars):
+        start, end = span
+        spans.append((int(original[start]), int(original[end - 1]) + 1))
+        text, original = text[:start] + text[end:], np.concatenate([original[:start], original[end:]])
+    return text, sorted(spans)
+
+
+def held_out_figures(network: CharGRU, vocab: Vocab, held_out: str) -> dict:
+    """The held-out loss of the whole text, and under "dedup" without the later copies of duplicated
+    blocks (read again as one text; the same figures when there are none)."""
+    full = held_out_loss(network, vocab.encode(held_out))
+    deduped, spans = without_duplicates(held_out)
+    dedup = held_out_loss(network, vocab.encode(deduped)) if spans else full
+    return {**full.to_dict(), "dedup": {**dedup.to_dict(), "left_out": [list(s) for s in spans]}}
+
+
+# samples -----------------------------------------------------------------------------------------
+
+SEED_CHARS = 100  # a seed is about this long: enough for the GRU state to settle
+
+
+@dataclass(frozen=True)
+class Setting:
+    temperature: float
+    top_k: int = 0  # 0: all characters
+    top_p: float = 1.0  # 1: no nucleus
+
+    @property
+    def label(self) -> str:
+        return f"{self.temperature:g}" + (f", top-k {self.top_k}" if self.top_k else "") + (
+            f", top-p {self.top_p:g}" if self.top_p < 1 else "")
+
+
+def settings(temperatures: list[float], top_ks: list[int] = (), top_ps: list[float] = ()) -> list[Setting]:
+    """Every temperature sampled plainly, then again with each top-k > 0 and each top-p < 1."""
+    if not temperatures or any(t < 0 for t in temperatures):
+        raise ValueError("temperatures must be at least 0")
+    if any(k < 0 for k in top_ks) or any(not 0 < p <= 1 for p in top_ps):
+        raise ValueError("top-k must be at least 0 and top-p in (0, 1]")
+    return ([Setting(t) for t in temperatures]
+            + [Setting(t, top_k=k) for k in top_ks if k > 0 for t in temperatures]
+            + [Setting(t, top_p=p) for p in top_ps if p < 1 for t in temperatures])
+
+
+def stretches(text: str, n: int, chars: int, random_seed: int = 0) -> list[str]:
+    """`n` stretches of `text` of `chars` characters at random places, each starting a word."""
+    rng = np.random.default_rng(random_seed)
+    out = []
+    for start in rng.integers(0, max(1, len(text) - 2 * chars), n):
+        start = text.find(" ", start) + 1  # 0 when there is no space: the text's start
+        out.append(text[start : start + chars])
+    return out
+
+
+def seeds_from(text: str, n: int, chars: int = SEED_CHARS, random_seed: int = 0) -> list[str]:
+    """`n` seeds from `text`, each about `chars` long and ending after a space, so that a sample starts
+    a word of its own."""
+    seeds = []
+    for s in stretches(text, n, 2 * chars, random_seed):
+        cut = s.find(" ", chars)
+        seeds.append(s[: cut + 1] if cut >= 0 else s)
+    return seeds
+
+
+@dataclass
+class SampleReport:
+    length: int
+    seeds: list[str]
+    rows: list[tuple[str, quality.Figures]] = field(default_factory=list)  # (label, figures)
+    samples: dict[str, list[str]] = field(default_factory=dict)  # label -> one text per seed
+
+    def table(self) -> str:
+        n = len(self.seeds)
+        return (quality.table(self.rows) + "\n\n"
+                f"{n} samples of {self.length} characters per row, continuing the same {n} seeds (stretches of "
+                f"the training text); \"held-out text\": {n} stretches of {self.length} characters of the "
+                "held-out part, for reference. Known words: share of the words the training text uses. "
+                "Longest copy: characters found verbatim in the training text. Loops: samples that write a "
+                f"{quality.LOOP_CHARS}-character stretch {quality.LOOP_TIMES} times or more. Word drift: "
+                "Jensen-Shannon divergence of the word frequencies from the training text's. "
+                f"Over-represented: among words at least {100 * quality.FREQUENT_SHARE:g}% of the row's, "
+                "the highest ratio to its rate in the training text.")
+
+    def to_dict(self) -> dict:
+        return {"length": self.length, "seeds": len(self.seeds),
+                "rows": [{"sampling": label, **f.to_dict()} for label, f in self.rows]}
+
+    def write(self, path: str | Path) -> None:
+        """The samples as plain text, each after its seed's last words."""
+        with open(path, "w", encoding="utf-8") as out:
+            for label, texts in self.samples.items():
+                for i, (seed, text) in enumerate(zip(self.seeds, texts), 1):
+                    out.write(f"--- {label}, sample {i} ---\n[…{seed[-40:]}]{text}\n\n")
+
+
+def sample_report(sampler: Sampler, training: str, held_out: str, runs: list[Setting], n: int,
+                  length: int, random_seed: int = 0) -> SampleReport:
+    """`n` samples of `length` characters per setting, continuing the same `n` seeds from the training
+    text (one batched call per top-k and top-p), measured against the training text."""
+    book = quality.Book(training)
+    report = SampleReport(length, seeds_from(training, n, random_seed=random_seed))
+    report.rows.append(("held-out text", quality.measure(stretches(held_out, n, length, random_seed), book)))
+    for top_k, top_p in dict.fromkeys((s.top_k, s.top_p) for s in runs):
+        group = [s for s in runs if (s.top_k, s.top_p) == (top_k, top_p)]
+        temperatures = [s.temperature for s in group for _ in report.seeds]
+        texts = [g.text for g in generate(sampler, report.seeds * len(group), length, temperatures,
+                                          random_seed=random_seed, top_k=top_k, top_p=top_p)]
+        for i, s in enumerate(group):
+            report.samples[s.label] = texts[i * n : (i + 1) * n]
+    for s in runs:
+        report.rows.append((s.label, quality.measure(report.samples[s.label], book)))
+    return report
