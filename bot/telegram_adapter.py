@@ -81,12 +81,14 @@ class TelegramOutput:
     async def stream(self, pieces: AsyncIterator[str]) -> None:
         reply = self._reply()
         self._streaming = True
+        text = ""
         try:
-            text = ""
             async for piece in pieces:  # read to the end even when Telegram fails: the state gets saved
                 text += piece
                 reply.grow(text)
         finally:
+            if not text.strip():  # Telegram refuses a blank message: show that nothing came
+                reply.grow(text + "…")
             reply.finish()
             self._streaming = False
             if self._moved_from is not None:  # now that the continuation is saved under the old key

@@ -161,6 +161,7 @@ class Reply:
         self.first_s: float | None = None  # when the first text became visible
         self.throttled = 0  # 429s met on the way
         self.failures = 0  # network trouble in a row, for the backoff
+        self.damaged = False  # a message of it could not be edited to its final text
         self.on_migrate: Migrated | None = None
         self.thread_id: int | None = None  # the forum topic it answers in
         self.done: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -404,7 +405,7 @@ class Outbox:
             elif request.action == "edit":  # the message is gone (deleted by a user): it stays as it was
                 log.warning("%s refused for chat %s: %s", method, reply.chat.tag, describe(exc))
                 reply.posted[request.part][1] = request.text
-                reply.failures = -1  # shown as far as Telegram allows: counted as partial
+                reply.damaged = True  # shown as far as Telegram allows: counted as partial
             elif request.action == "post":
                 log.warning("%s refused for chat %s: %s", method, reply.chat.tag, describe(exc))
                 self._drop(chat, reply, "refused")
@@ -423,7 +424,7 @@ class Outbox:
                             "(%s)", method, reply.chat.tag, describe(exc))
                 self._drop(chat, reply, "unconfirmed")
                 return
-            reply.failures = max(reply.failures, 0) + 1
+            reply.failures += 1
             chat.hold_until = self.clock() + min(BACKOFF_MAX_S, BACKOFF_S * 2 ** (reply.failures - 1))
             log.warning("%s failed for chat %s: %s", method, reply.chat.tag, describe(exc))
             return
@@ -434,8 +435,7 @@ class Outbox:
             return
         if request.action == "post" and reply.first_s is None:
             reply.first_s = self.clock() - reply.started
-        if reply.failures > 0:
-            reply.failures = 0
+        reply.failures = 0
 
     @staticmethod
     def _topic(reply: Reply) -> dict:
@@ -482,7 +482,7 @@ class Outbox:
             return
         now = self.clock()
         if why == "delivered":
-            outcome = "partial" if reply.failures < 0 else "delivered"
+            outcome = "partial" if reply.damaged else "delivered"
         elif why == "unconfirmed":
             outcome = "unconfirmed"
         else:
