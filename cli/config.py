@@ -1,19 +1,28 @@
 """config.toml into frozen dataclasses: one section a class, a default and a comment per field.
 
-Unknown keys and wrong types are errors that name the key and the file. Any key can be overridden
-from the environment as CERVANTES_<SECTION>_<KEY> (CERVANTES_STORAGE_PATH=/data/cervantes.db).
+Unknown keys, wrong types and values out of range (config/checks.py) are errors that name the key
+and the file or variable. Any key can be overridden from the environment as
+CERVANTES_<SECTION>_<KEY> (CERVANTES_STORAGE_PATH=/data/cervantes.db); `stray_variables` lists the
+CERVANTES_* variables that nothing reads (a misspelled name is otherwise silently ignored).
 Tokens never live here: they come from the environment only (see bot.secrets).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from config import checks
+
 DEFAULT_PATH = Path("config.toml")
+# read elsewhere: the config file's path (load, below) and the download cache (model/corpus.py)
+OTHER_VARIABLES = frozenset({"CERVANTES_CONFIG", "CERVANTES_CACHE"})
+_INLINE_COMMENT = re.compile(r"\s#")  # `cpu   # comment`: docker run --env-file keeps it in the value
 
 
 class ConfigError(Exception):
@@ -124,6 +133,9 @@ def _coerce(value, kind, where: str):
 
 
 def _from_env(text: str, kind, where: str):
+    if _INLINE_COMMENT.search(text):
+        raise ConfigError(f"{where}: {text!r} looks like a value with an inline comment, which env files "
+                          "keep as part of the value: put the comment on a line of its own")
     try:
         if kind is bool:
             if text.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
@@ -151,7 +163,7 @@ def load(path: str | os.PathLike | None = None, environ: typing.Mapping[str, str
     elif named:
         raise ConfigError(f"{file}: no such config file")
 
-    sections = {}
+    sections, origins = {}, {}
     hints = typing.get_type_hints(Config)
     for unknown in set(raw) - set(hints):
         raise ConfigError(f"{file}: unknown section [{unknown}]")
@@ -163,10 +175,46 @@ def load(path: str | os.PathLike | None = None, environ: typing.Mapping[str, str
         for unknown in set(values) - set(field_types):
             raise ConfigError(f"{file}: unknown key {name}.{unknown}")
         kwargs = {k: _coerce(v, field_types[k], f"{file}: {name}.{k}") for k, v in values.items()}
+        origins.update({f"{name}.{k}": str(file) for k in values})
         for key, kind in field_types.items():
-            env = f"CERVANTES_{name.upper()}_{key.upper()}"
+            env = _variable(name, key)
             if env in environ:
                 kwargs[key] = _from_env(environ[env], kind, f"${env}")
+                origins[f"{name}.{key}"] = f"${env}"
         sections[name] = section_type(**kwargs)
-    return Config(**sections)
+    config = Config(**sections)
+    _check(config, origins)
+    return config
+
+
+def _variable(section: str, key: str) -> str:
+    return f"CERVANTES_{section.upper()}_{key.upper()}"
+
+
+def _check(config: Config, origins: dict[str, str]) -> None:
+    """Each value against its rule, then the relations between keys; `origins`: key -> file or $VARIABLE."""
+    def value(dotted: str):
+        section, key = dotted.split(".")
+        return getattr(getattr(config, section), key)
+
+    for dotted, rule in checks.RULES.items():
+        if problem := rule(value(dotted)):
+            raise ConfigError(f"{origins.get(dotted, 'defaults')}: {dotted} = {value(dotted)!r} {problem}")
+    for keys, relation in checks.RELATIONS:
+        if problem := relation(*map(value, keys)):
+            where = next((origins[k] for k in keys if k in origins), "defaults")
+            raise ConfigError(f"{where}: {problem}")
+
+
+def stray_variables(environ: typing.Mapping[str, str]) -> list[str]:
+    """A warning for each CERVANTES_* variable that nothing reads: most likely a misspelled name."""
+    known = set(OTHER_VARIABLES)
+    for name, section_type in typing.get_type_hints(Config).items():
+        known.update(_variable(name, key) for key in typing.get_type_hints(section_type))
+    warnings = []
+    for name in sorted(n for n in environ if n.startswith("CERVANTES_") and n not in known):
+        close = difflib.get_close_matches(name[10:], [k[10:] for k in known], n=1)  # after CERVANTES_
+        warnings.append(f"${name} is not a setting: ignored" + (f" (did you mean $CERVANTES_{close[0]}?)"
+                                                                  if close else ""))
+    return warnings
 

@@ -8,6 +8,7 @@ import tomllib
 import pytest
 
 from cli import config
+from config import checks
 from conftest import ROOT
 
 
@@ -66,3 +67,84 @@ def test_bad_environment_value_names_the_variable(tmp_path):
 def test_a_named_file_must_exist(tmp_path):
     with pytest.raises(config.ConfigError, match="no such config file"):
         config.load(tmp_path / "missing.toml", environ={})
+
+
+def test_every_key_has_a_rule():
+    keys = {f"{section.name}.{f.name}" for section in dataclasses.fields(config.Config)
+            for f in dataclasses.fields(section.type if isinstance(section.type, type)
+                                        else getattr(config, section.type))}
+    assert set(checks.RULES) == keys, "add a rule for each new key to config/checks.py"
+
+
+@pytest.mark.parametrize("body, named", [
+    ("[chat]\nlength = 0\n", "chat.length = 0 must be at least 1"),
+    ("[chat]\ntemperature = nan\n", "chat.temperature = nan must be a finite number"),
+    ("[chat]\nmax_temperature = inf\n", "chat.max_temperature = inf must be a finite number"),
+    ("[chat]\nmin_length = 5000\n", "chat.min_length = 5000 is above chat.max_length = 1000"),
+    ("[chat]\nlength = 2000\n", "chat.length = 2000 is above chat.max_length = 1000"),
+    ("[chat]\ntemperature = 3.0\n", "chat.temperature = 3.0 is above chat.max_temperature = 2.0"),
+    ("[chat]\nmax_seed_chars = 0\n", "chat.max_seed_chars = 0 must be at least 1"),
+    ("[chat]\nrate_limit_per_minute = -1\n", "chat.rate_limit_per_minute = -1 must be at least 0"),
+    ("[generation]\nmax_batch = 0\n", "generation.max_batch = 0 must be at least 1"),
+    ("[generation]\nrequest_timeout_s = 0\n", "generation.request_timeout_s = 0.0 must be more than 0"),
+    ("[generation]\ntop_k = -1\n", "generation.top_k = -1 must be at least 0"),
+    ('[logging]\nlevel = "verbose"\n', "logging.level = 'verbose' must be one of \"DEBUG\""),
+    ('[logging]\nformat = "xml"\n', "logging.format = 'xml' must be one of \"text\", \"json\""),
+    ('[model]\ndevice = "tpu"\n', "model.device = 'tpu' must be one of \"auto\", \"cpu\", \"gpu\""),
+    ('[telegram]\nmode = "push"\n', "telegram.mode = 'push' must be one of"),
+    ('[telegram]\nmode = "webhook"\n', 'telegram.mode = "webhook" needs telegram.webhook_url'),
+    ("[telegram]\nport = 70000\n", "telegram.port = 70000 must be at most 65535"),
+    ('[telegram]\nbase_url = "api.telegram.org"\n', "telegram.base_url = 'api.telegram.org' must be an http"),
+    ("[discord]\nguilds = [0]\n", "discord.guilds = [0] has 0, which must be at least 1"),
+    ('[discord]\nprefix = ""\n', "discord.prefix = '' must be one word"),
+    ('[storage]\npath = ""\n', "storage.path = '' must not be empty"),
+])
+def test_values_out_of_range_name_the_file_and_the_key(tmp_path, body, named):
+    path = tmp_path / "c.toml"
+    path.write_text(body)
+    with pytest.raises(config.ConfigError) as err:
+        config.load(path, environ={})
+    assert str(err.value).startswith(f"{path}: ") and named in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("variable, value, named", [
+    ("CERVANTES_CHAT_LENGTH", "0", "chat.length = 0 must be at least 1"),
+    ("CERVANTES_CHAT_TEMPERATURE", "nan", "chat.temperature = nan must be a finite number"),
+    ("CERVANTES_CHAT_MIN_LENGTH", "5000", "chat.min_length = 5000 is above chat.max_length = 1000"),
+    ("CERVANTES_LOGGING_LEVEL", "verbose", "logging.level = 'verbose' must be one of"),
+    ("CERVANTES_MODEL_DEVICE", "cpu   # comment", "'cpu   # comment' looks like a value with an inline comment"),
+    ("CERVANTES_GENERATION_MAX_BATCH", "64 # rows", "inline comment"),
+])
+def test_bad_environment_values_name_the_variable_and_the_key(variable, value, named):
+    with pytest.raises(config.ConfigError) as err:
+        config.load(None, environ={"CERVANTES_CONFIG": str(ROOT / "config.toml"), variable: value})
+    assert str(err.value).startswith(f"${variable}: ") and named in str(err.value), str(err.value)
+
+
+def test_a_relation_names_where_the_changed_value_came_from(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[chat]\nmax_length = 100\n")  # below the default length, 300
+    with pytest.raises(config.ConfigError, match=r"c\.toml: chat\.length = 300 is above chat\.max_length = 100"):
+        config.load(path, environ={})
+    path.write_text("[chat]\nmin_length = 10\nmax_length = 100\nlength = 100\n")
+    assert config.load(path, environ={"CERVANTES_CHAT_LOGGING": ""}).chat.length == 100
+
+
+def test_values_in_range_are_accepted(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[chat]\ntemperature = 0\nmin_temperature = 0\nmin_length = 1\nlength = 1\n'
+                    '[logging]\nlevel = "debug"\n[telegram]\nmode = "webhook"\n'
+                    'webhook_url = "https://bot.example.org/hook"\n[metrics]\nport = 0\n')
+    cfg = config.load(path, environ={"CERVANTES_GENERATION_TOP_K": "1", "CERVANTES_STORAGE_PATH": "/data/a#b.db"})
+    assert (cfg.chat.temperature, cfg.chat.length, cfg.generation.top_k) == (0.0, 1, 1)
+    assert cfg.storage.path == "/data/a#b.db"  # a # inside a value is not a comment
+
+
+def test_unknown_cervantes_variables_are_warned_about():
+    warnings = config.stray_variables({
+        "CERVANTES_STORAGE_PAHT": "/data/x.db", "CERVANTES_STORAGE_PATH": "/data/x.db",
+        "CERVANTES_CONFIG": "c.toml", "CERVANTES_CACHE": "/cache", "CERVANTES_DISCORD_MESSAGE_CONTENT": "0",
+        "TELEGRAM_TOKEN": "x", "HOME": "/root"})
+    assert warnings == ["$CERVANTES_STORAGE_PAHT is not a setting: ignored "
+                        "(did you mean $CERVANTES_STORAGE_PATH?)"]
+    assert config.stray_variables({"CERVANTES_WHATEVER": "1"}) == ["$CERVANTES_WHATEVER is not a setting: ignored"]

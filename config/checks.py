@@ -1,0 +1,141 @@
+"""What each config value may be: one rule per key, and the relations between keys.
+
+A rule takes a value and returns what is wrong with it, or None. Every key of every section has a
+rule here (a test holds that), so a new key needs one line: `"section.key": rule,`. The loader adds
+where the value came from (the file or the environment variable) to the message.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+
+Rule = typing.Callable[[typing.Any], "str | None"]
+
+
+def anything(value) -> str | None:
+    return None
+
+
+def whole(low: int | None = None, high: int | None = None) -> Rule:
+    def rule(value: int) -> str | None:
+        if low is not None and value < low:
+            return f"must be at least {low}"
+        if high is not None and value > high:
+            return f"must be at most {high}"
+        return None
+    return rule
+
+
+def number(low: float | None = None, *, above: float | None = None) -> Rule:
+    """A finite float, >= low or > above."""
+    def rule(value: float) -> str | None:
+        if not math.isfinite(value):
+            return "must be a finite number"
+        if low is not None and value < low:
+            return f"must be at least {low}"
+        if above is not None and value <= above:
+            return f"must be more than {above}"
+        return None
+    return rule
+
+
+def one_of(*choices: str, ignore_case: bool = False) -> Rule:
+    def rule(value: str) -> str | None:
+        if (value.upper() if ignore_case else value) in choices:
+            return None
+        return "must be one of " + ", ".join(f'"{c}"' for c in choices)
+    return rule
+
+
+def filled(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def http_url(empty_ok: bool = False) -> Rule:
+    def rule(value: str) -> str | None:
+        if empty_ok and not value:
+            return None
+        if value.startswith(("http://", "https://")) and not any(c.isspace() for c in value):
+            return None
+        return "must be an http:// or https:// URL"
+    return rule
+
+
+def single_word(value: str) -> str | None:
+    return None if value and not any(c.isspace() for c in value) else "must be one word, no spaces"
+
+
+def each(rule: Rule) -> Rule:
+    def check(values: list) -> str | None:
+        for value in values:
+            if problem := rule(value):
+                return f"has {value!r}, which {problem}"
+        return None
+    return check
+
+
+RULES: dict[str, Rule] = {
+    "model.path": anything,
+    "model.device": one_of("auto", "cpu", "gpu"),
+    "corpus.path": anything,
+    "corpus.strip_accents": anything,
+    "corpus.extra": anything,
+    "storage.path": filled,
+    "storage.keep_days": whole(0),
+    "generation.max_batch": whole(1),
+    "generation.max_wait_ms": whole(0),
+    "generation.chunk_steps": whole(1),
+    "generation.queue_size": whole(1),
+    "generation.request_timeout_s": number(above=0),
+    "generation.top_k": whole(0),
+    "chat.temperature": number(0),
+    "chat.length": whole(1),
+    "chat.min_temperature": number(0),
+    "chat.max_temperature": number(0),
+    "chat.min_length": whole(1),
+    "chat.max_length": whole(1),
+    "chat.max_seed_chars": whole(1),
+    "chat.rate_limit_per_minute": whole(0),
+    "chat.user_rate_limit_per_minute": whole(0),
+    "telegram.mode": one_of("polling", "webhook"),
+    "telegram.base_url": http_url(),
+    "telegram.webhook_url": http_url(empty_ok=True),
+    "telegram.listen": filled,
+    "telegram.port": whole(1, 65535),
+    "telegram.edit_interval_s": number(0),
+    "telegram.stream_after_s": number(0),
+    "telegram.max_delivery_s": number(above=0),
+    "discord.prefix": single_word,
+    "discord.sync_commands": anything,
+    "discord.guilds": each(whole(1)),
+    "discord.message_content": anything,
+    "discord.edit_interval_s": number(0),
+    "logging.level": one_of("DEBUG", "INFO", "WARNING", "ERROR", ignore_case=True),
+    "logging.format": one_of("text", "json"),
+    "metrics.port": whole(0, 65535),
+    "metrics.address": filled,
+}
+
+
+def not_above(low: str, high: str):
+    """`low` <= `high`, as a relation: (keys, problem)."""
+    def problem(a, b) -> str | None:
+        return None if a <= b else f"{low} = {a!r} is above {high} = {b!r}"
+    return (low, high), problem
+
+
+def _webhook_needs_url(mode: str, url: str) -> str | None:
+    return 'telegram.mode = "webhook" needs telegram.webhook_url' if mode == "webhook" and not url else None
+
+
+# checked after every key passed its own rule, in this order: the first that fails is reported
+RELATIONS = [
+    not_above("chat.min_length", "chat.max_length"),
+    not_above("chat.min_length", "chat.length"),
+    not_above("chat.length", "chat.max_length"),
+    not_above("chat.min_temperature", "chat.max_temperature"),
+    not_above("chat.min_temperature", "chat.temperature"),
+    not_above("chat.temperature", "chat.max_temperature"),
+    (("telegram.mode", "telegram.webhook_url"), _webhook_needs_url),
+]
