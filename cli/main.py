@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import sys
 
+from bot.startup import StartupError
+from cli.config import ConfigError, load, stray_variables
 from cli.ops import cmd_backup, cmd_health
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter (CUDA probes)
@@ -131,13 +134,24 @@ def cmd_chat(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    """Checks first (a token, or a terminal for the console), then TensorFlow and the model. Any
+    failure ends in one `cervantes: ...` line (main); its traceback is logged at DEBUG only."""
     import asyncio
 
-    from bot import logs
-    from bot.serve import serve
+    from bot import logs, startup
 
     logs.setup(args.config.logging.level, args.config.logging.format)
-    asyncio.run(serve(args.config, os.environ))
+    startup.check(args.config, os.environ, interactive=sys.stdin is not None and sys.stdin.isatty())
+    _import_tensorflow_quietly()
+    from bot.serve import serve
+
+    try:
+        asyncio.run(serve(args.config, os.environ))
+    except StartupError:
+        raise
+    except Exception as exc:  # the model, the device, the database
+        logging.getLogger("cervantes").debug("serve failed", exc_info=True)
+        raise StartupError(startup.blank_tokens(f"serve failed: {type(exc).__name__}: {exc}", os.environ)) from None
     return 0
 
 
@@ -228,8 +242,9 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_chat)
 
     s = sub.add_parser("serve", help="run the Telegram and Discord adapters whose tokens are set "
-                                     "(TELEGRAM_TOKEN, DISCORD_TOKEN); the console when none is")
-    s.set_defaults(func=cmd_serve)
+                                     "(TELEGRAM_TOKEN, DISCORD_TOKEN); the console when none is, "
+                                     "on a terminal")
+    s.set_defaults(func=cmd_serve, tensorflow=False)  # imported once the tokens are checked
 
     lt = sub.add_parser("loadtest", help="simulated chats through the real commands, service and database")
     lt.add_argument("--chats", type=int, default=200)
@@ -243,13 +258,13 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--model", help="model folder (default: the shipped model)")
     x.set_defaults(func=cmd_export)
 
-    h = sub.add_parser("health", help="check the model, the database and the connected adapters; "
-                                      "exit 1 if any check fails")
-    h.set_defaults(func=cmd_health)
+    h = sub.add_parser("health", help="whether the running serve works: model, generation worker, "
+                                      "adapters connected (from its status file); exit 1 if not")
+    h.set_defaults(func=cmd_health, tensorflow=False)
 
     k = sub.add_parser("backup", help="copy the database, safely while the bot runs")
     k.add_argument("path", help="the file to write")
-    k.set_defaults(func=cmd_backup)
+    k.set_defaults(func=cmd_backup, tensorflow=False)
 
     b = sub.add_parser("bench", help="characters per second and latency against the notebook's way")
     b.add_argument("--quick", action="store_true", help="fewer repeats")
@@ -261,15 +276,22 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    _import_tensorflow_quietly()
-    from cli.config import ConfigError, load
-    from model.bundle import ModelFolderError
-    from model.corpus import CorpusError
-
+    errors: tuple = (ConfigError, FileNotFoundError)
     try:
         args.config = load(args.config)
+        for warning in stray_variables(os.environ):
+            print(f"cervantes: warning: {warning}", file=sys.stderr)
+        if getattr(args, "tensorflow", True):
+            _import_tensorflow_quietly()
+            from model.bundle import ModelFolderError
+            from model.corpus import CorpusError
+
+            errors += (ModelFolderError, CorpusError)
         return args.func(args)
-    except (ConfigError, CorpusError, ModelFolderError, FileNotFoundError) as exc:
+    except StartupError as exc:
+        print(f"cervantes: {exc}", file=sys.stderr)
+        return 1
+    except errors as exc:
         print(f"cervantes: {exc}", file=sys.stderr)
         return 2
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 
 def cmd_health(args) -> int:
-    from bot import health
+    """One line from what serve last reported (bot/health.py): nothing loaded, nothing created."""
+    from bot import health, status
 
-    checks = health.run(args.config)
-    for check in checks:
-        print(check.line())
-    return 0 if all(check.ok for check in checks) else 1
+    verdict = health.check(status.path_for(args.config.storage.path))
+    print(verdict.line())
+    return 0 if verdict.ok else 1
 
 
 def cmd_backup(args) -> int:

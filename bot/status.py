@@ -1,0 +1,96 @@
+"""The status file: what `cervantes serve` reports, and all that `cervantes health` reads.
+
+serve writes `<database>.status.json` once its adapters have started, rewrites it every INTERVAL_S
+and removes it when it stops. Each write goes to a file beside it and is renamed over it, so a
+reader never sees half of one. Times are wall-clock seconds (time.time()): health runs in another
+process.
+
+    {"pid": 7, "updated_at": 1700000000.0,
+     "model": {"id": "9f2c...", "loaded": true},
+     "worker": {"alive": true, "progress_at": 1699999999.1, "waiting": 0, "active": 2},
+     "adapters": {"telegram": {"connected": true, "last_ok": 1699999998.5}}}
+
+What an adapter reports (read with getattr, so an adapter without them still works):
+  `connected` (bool): it receives messages now. Telegram: its last getUpdates succeeded, recently
+      (or, in webhook mode, the webhook is set and its server listens); Discord: the gateway is
+      ready and its heartbeats are acknowledged.
+  `last_ok` (float | None): time.time() of its last successful exchange with its platform.
+An adapter without `connected` is judged by what its library says, as before it had one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+INTERVAL_S = 5.0  # how often serve rewrites the status file
+
+
+def path_for(db_path: str | os.PathLike) -> Path:
+    return Path(f"{db_path}.status.json")
+
+
+def adapter_name(adapter) -> str:
+    """TelegramAdapter -> "telegram"."""
+    return type(adapter).__name__.removesuffix("Adapter").lower()
+
+
+def adapter_state(adapter) -> dict:
+    """{"connected": bool, "last_ok": float | None}: the adapter's own word, else its library's."""
+    last_ok = getattr(adapter, "last_ok", None)
+    own = getattr(adapter, "connected", None)
+    if own is not None:
+        return {"connected": bool(own), "last_ok": last_ok}
+    app = getattr(adapter, "application", None)  # python-telegram-bot: started and polling (or webhook up)
+    if app is not None:
+        return {"connected": bool(app.running and app.updater is not None and app.updater.running),
+                "last_ok": last_ok}
+    client = getattr(adapter, "client", None)  # discord.py: ready, and the gateway socket open
+    if client is not None:
+        up = client.is_ready() and not client.is_closed() and client.ws is not None and client.ws.open
+        return {"connected": bool(up), "last_ok": last_ok}
+    return {"connected": False, "last_ok": last_ok}
+
+
+def snapshot(runtime, adapters: list) -> dict:
+    service = runtime.service
+    stats = service.stats()
+    return {"pid": os.getpid(), "updated_at": time.time(),
+            "model": {"id": runtime.model_id, "loaded": True},
+            "worker": {"alive": service.worker_alive, "progress_at": service.progress_at,
+                       "waiting": stats.waiting, "active": stats.active},
+            "adapters": {adapter_name(a): adapter_state(a) for a in adapters}}
+
+
+def write(path: Path, status: dict) -> None:
+    """Replace the status file at once (written beside it, then renamed)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(status))
+    os.replace(partial, path)
+
+
+def read(path: Path) -> dict:
+    """The status as serve last wrote it. Raises FileNotFoundError, ValueError (not a status file)."""
+    status = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(status, dict) or not {"updated_at", "model", "worker", "adapters"} <= set(status):
+        raise ValueError("not a cervantes status file")
+    return status
+
+
+async def keep(path: Path, runtime, adapters: list) -> None:
+    """Write the status now and every INTERVAL_S until cancelled; then remove the file."""
+    try:
+        while True:
+            try:
+                await asyncio.to_thread(write, path, snapshot(runtime, adapters))
+            except OSError as exc:
+                log.warning("status file %s not written: %s", path, exc)
+            await asyncio.sleep(INTERVAL_S)
+    finally:
+        path.unlink(missing_ok=True)
