@@ -17,7 +17,7 @@ from bot.parsing import Command, format_number, list_characters, parse_int, pars
 from bot.quota import Quota
 from cli.config import ChatSection
 from service.generation import Busy, GenerationService
-from storage import ChatKey, Continuation, Storage, StorageError
+from storage import ChatKey, Continuation, Settings, Storage, StorageError
 
 log = logging.getLogger("cervantes.requests")
 
@@ -98,7 +98,12 @@ class Commands:
 
     async def continuar(self, chat: ChatKey, argument: str, out: Output) -> None:
         """Sigue escribiendo justo donde lo dejó."""
-        stored = await self.storage.get_continuation(chat)
+        try:
+            stored = await self.storage.get_continuation(chat)
+        except StorageError as exc:
+            logging.getLogger(__name__).warning("continuation of chat %s not read: %s", chat.tag, exc)
+            await out.send(messages.CONTINUATION_NOT_READ)
+            return
         if stored is None:
             await out.send(messages.NOTHING_TO_CONTINUE)
             return
@@ -121,7 +126,8 @@ class Commands:
     async def _generate(self, chat: ChatKey, out: Output, name: str, seed: str | None = None,
                         state=None, last_char=None, show_seed: bool = True, note: str = "",
                         previous_tail: str = "") -> None:
-        settings = await self.storage.get_settings(chat)
+        settings, unread = await self._settings(chat)
+        note = "\n".join(n for n in (note, unread) if n)
         temperature = settings.temperature if settings.temperature is not None else self.chat.temperature
         length = settings.length if settings.length is not None else self.chat.length
         started = time.perf_counter()
@@ -197,7 +203,7 @@ class Commands:
         """Muestra o fija la temperatura: cuán atrevida es la escritura."""
         c = self.chat
         if not argument:
-            current = (await self.storage.get_settings(chat)).temperature
+            current = (await self._settings(chat))[0].temperature
             value = current if current is not None else c.temperature
             await out.send(messages.TEMPERATURE_IS.format(value=format_number(value), tmin=format_number(c.min_temperature),
                                                           tmax=format_number(c.max_temperature)))
@@ -214,7 +220,7 @@ class Commands:
         """Muestra o fija cuántos caracteres escribe."""
         c = self.chat
         if not argument:
-            current = (await self.storage.get_settings(chat)).length
+            current = (await self._settings(chat))[0].length
             await out.send(messages.LENGTH_IS.format(value=current or c.length, lmin=c.min_length,
                                                      lmax=c.max_length))
             return
@@ -243,6 +249,14 @@ class Commands:
         c = self.chat
         return messages.HELP.format(tmin=format_number(c.min_temperature), tmax=format_number(c.max_temperature),
                                     lmin=c.min_length, lmax=c.max_length)
+
+    async def _settings(self, chat: ChatKey) -> tuple[Settings, str]:
+        """The chat's settings, or the defaults with a note when the database cannot be read."""
+        try:
+            return await self.storage.get_settings(chat), ""
+        except StorageError as exc:
+            logging.getLogger(__name__).warning("settings of chat %s not read: %s", chat.tag, exc)
+            return Settings(), messages.SETTINGS_NOT_READ
 
     async def _save(self, out: Output, write, confirmation: str) -> None:
         try:

@@ -31,4 +31,6 @@ BUSY = "Estoy escribiendo para muchos a la vez. Inténtalo de nuevo en un moment
 TIMEOUT = "Se me ha ido el santo al cielo y no he terminado a tiempo. Inténtalo de nuevo."
 FAILED = "Algo ha fallado mientras escribía; lo siento. Inténtalo de nuevo en un momento."
 NOT_SAVED = "(No he podido guardar el estado de este chat ahora mismo: /continuar quizá no funcione.)"
+SETTINGS_NOT_READ = "(No he podido leer los ajustes de este chat: escribo con los de siempre.)"
+CONTINUATION_NOT_READ = "No puedo leer ahora dónde lo dejé. Empieza de nuevo con /cervantes <semilla>, o inténtalo más tarde."
 SETTING_NOT_SAVED = "No he podido guardar el cambio ahora mismo. Inténtalo de nuevo más tarde."

@@ -15,7 +15,8 @@ from bot.commands import Commands
 from cli.config import ChatSection
 from service.generation import GenerationService
 from storage import ChatKey, Continuation, Storage, StorageError
-from test_commands import say
+from bot.parsing import parse  # noqa: E402
+from test_commands import Recorder, say
 
 CHAT = ChatKey("telegram", "42")
 
@@ -94,3 +95,22 @@ async def test_full_disk_keeps_generating_and_says_so(tiny_sampler, tmp_path):
         reply = await say(c, "/cervantes Sancho", CHAT)
         assert reply.startswith("Sancho") and reply.endswith(messages.NOT_SAVED)
         assert await say(c, "/longitud 80", CHAT) == messages.SETTING_NOT_SAVED
+
+
+async def test_a_database_that_cannot_be_read_still_gets_answers(tiny_sampler, tmp_path, monkeypatch):
+    async with GenerationService(tiny_sampler) as service, await Storage.open(tmp_path / "c.db") as storage:
+        commands = _commands(service, storage)
+
+        async def unreadable(*args, **kwargs):
+            raise StorageError(f"{tmp_path / 'c.db'}: database disk image is malformed")
+
+        monkeypatch.setattr(storage, "get_settings", unreadable)
+        monkeypatch.setattr(storage, "get_continuation", unreadable)
+        out = Recorder()
+        await commands.run(ChatKey("telegram", "1"), parse("/cervantes Sancho"), out)
+        await commands.run(ChatKey("telegram", "1"), parse("/continuar"), out)
+        await commands.run(ChatKey("telegram", "1"), parse("/temperatura"), out)
+    written, continued, temperature = out.replies
+    assert written.startswith("Sancho") and written.endswith(messages.SETTINGS_NOT_READ)  # on the defaults
+    assert continued == messages.CONTINUATION_NOT_READ
+    assert "es 0,5." in temperature
