@@ -148,3 +148,26 @@ def test_unknown_cervantes_variables_are_warned_about():
     assert warnings == ["$CERVANTES_STORAGE_PAHT is not a setting: ignored "
                         "(did you mean $CERVANTES_STORAGE_PATH?)"]
     assert config.stray_variables({"CERVANTES_WHATEVER": "1"}) == ["$CERVANTES_WHATEVER is not a setting: ignored"]
+
+
+def test_env_example_names_real_settings_with_values_that_load():
+    """Every KEY=value in .env.example, commented out or not: no inline comment, no stray name."""
+    import re
+
+    pairs = dict(re.findall(r"(?m)^#? ?([A-Z][A-Z0-9_]*)=(.*)$", (ROOT / ".env.example").read_text()))
+    assert "CERVANTES_DISCORD_MESSAGE_CONTENT" in pairs
+    assert not [k for k, v in pairs.items() if "#" in v], "env files keep inline comments in the value"
+    settings = {k: v for k, v in pairs.items() if k.startswith("CERVANTES_") and k != "CERVANTES_CONFIG"}
+    assert config.stray_variables(settings) == []
+    config.load(None, environ={"CERVANTES_CONFIG": str(ROOT / "config.toml"), **settings})
+
+
+def test_the_command_line_warns_of_stray_variables(tmp_path, monkeypatch, capsys):
+    from cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CERVANTES_CONFIG", raising=False)
+    monkeypatch.setenv("CERVANTES_STORAGE_PAHT", str(tmp_path / "x.db"))
+    main(["health"])
+    assert ("cervantes: warning: $CERVANTES_STORAGE_PAHT is not a setting: ignored "
+            "(did you mean $CERVANTES_STORAGE_PATH?)\n") in capsys.readouterr().err
