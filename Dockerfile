@@ -14,6 +14,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY bot bot
 COPY cli cli
+COPY config config
 COPY model model
 COPY service service
 COPY storage storage

@@ -46,7 +46,7 @@ if str(ROOT / "tests") not in sys.path:
 from bot import messages  # noqa: E402
 from bot.runtime import open_runtime  # noqa: E402
 from bot.telegram_adapter import TelegramAdapter  # noqa: E402
-from cli.config import Config  # noqa: E402
+from config import Config  # noqa: E402
 from telegram_emulator import emulator  # noqa: E402
 
 BOT_USERNAME = "CervantesLoadBot"
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from bot import logs
-    from cli.config import load
+    from config import load
     from model import bundle
 
     config = load(args.config)

@@ -15,7 +15,7 @@ from typing import AsyncIterator, Protocol
 from bot import messages, metrics
 from bot.parsing import Command, format_number, list_characters, parse_int, parse_number
 from bot.quota import Quota
-from cli.config import ChatSection
+from config import ChatSection
 from service.generation import Busy, GenerationService
 from storage import ChatKey, Continuation, Settings, Storage, StorageError
 

@@ -21,7 +21,7 @@ from bot.commands import ChatKey, Commands
 from bot.parsing import COMMANDS, Command, format_number, parse
 from bot.replies import EditPacer
 from bot.replies import split as split_chars
-from cli.config import DiscordSection
+from config import DiscordSection
 
 log = logging.getLogger(__name__)
 

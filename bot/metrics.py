@@ -10,7 +10,7 @@ import contextlib
 import logging
 from typing import AsyncIterator
 
-from cli.config import MetricsSection
+from config import MetricsSection
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator
 
 from bot.commands import Commands
-from cli.config import Config
+from config import Config
 from service.generation import GenerationService
 from storage.repository import Storage
 

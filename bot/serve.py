@@ -19,7 +19,7 @@ import sys
 from bot import metrics, secrets, startup, status
 from bot.runtime import open_runtime
 from bot.startup import StartupError
-from cli.config import Config
+from config import Config
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from bot.commands import ChatKey, Commands
 from bot.parsing import COMMANDS, parse
 from bot.telegram_outbox import Outbox, Reply
 from bot.telegram_outbox import split  # noqa: F401  (tests and callers cut replies as the outbox does)
-from cli.config import TelegramSection
+from config import TelegramSection
 from storage import StorageError
 
 log = logging.getLogger(__name__)

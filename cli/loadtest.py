@@ -20,7 +20,7 @@ import numpy as np
 
 from bot.parsing import parse
 from bot.runtime import open_runtime
-from cli.config import Config
+from config import Config
 from storage import ChatKey
 
 

@@ -10,7 +10,7 @@ import os
 import sys
 
 from bot.startup import StartupError
-from cli.config import ConfigError, load, stray_variables
+from config import ConfigError, load, stray_variables
 from cli.ops import cmd_backup, cmd_health
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter (CUDA probes)

@@ -11,7 +11,7 @@ import pytest
 from bot import messages
 from bot.commands import ChatKey, Commands
 from bot.parsing import Command, parse
-from cli.config import ChatSection
+from config import ChatSection
 from service.generation import Busy, GenerationService
 from storage import Continuation, Storage
 

@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 
-from cli import config
+import config
 from config import checks
 from conftest import ROOT
 

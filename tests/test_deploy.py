@@ -31,7 +31,7 @@ from bot import health, metrics, status
 from bot import serve as serve_module
 from bot.parsing import parse
 from bot.runtime import open_runtime
-from cli.config import ChatSection, Config, MetricsSection, ModelSection, StorageSection
+from config import ChatSection, Config, MetricsSection, ModelSection, StorageSection
 from cli.main import main
 from service.generation import Busy
 from storage import ChatKey, Continuation, Storage

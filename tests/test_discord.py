@@ -16,7 +16,7 @@ from conftest import TINY_TEXT
 from bot import messages
 from bot.discord_adapter import MAX_CHARS, DiscordAdapter, split
 from bot.runtime import open_runtime
-from cli.config import Config
+from config import Config
 
 LENGTH = 60  # characters a reply adds to its seed
 SLASH = ("cervantes", "continuar", "temperatura", "longitud", "olvidar", "ayuda")

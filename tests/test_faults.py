@@ -12,7 +12,7 @@ import numpy as np
 
 from bot import messages
 from bot.commands import Commands
-from cli.config import ChatSection
+from config import ChatSection
 from service.generation import GenerationService
 from storage import ChatKey, Continuation, Storage, StorageError
 from bot.parsing import parse  # noqa: E402

@@ -3,7 +3,7 @@
 import dataclasses
 
 from cli import loadtest
-from cli.config import Config
+from config import Config
 
 
 async def test_every_command_answered_once_to_its_chat(tiny_model_dir):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.parsing import parse
 from bot.runtime import open_runtime
-from cli.config import ChatSection, Config, GenerationSection, ModelSection, StorageSection
+from config import ChatSection, Config, GenerationSection, ModelSection, StorageSection
 from storage import ChatKey
 
 

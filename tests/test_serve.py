@@ -19,7 +19,7 @@ import pytest
 from bot import serve as serve_module
 from bot import startup, status
 from bot.startup import StartupError
-from cli.config import Config, ModelSection, StorageSection, TelegramSection
+from config import Config, ModelSection, StorageSection, TelegramSection
 from cli.main import main
 
 BIN = Path(sys.executable).parent

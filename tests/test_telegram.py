@@ -22,7 +22,7 @@ from bot import messages
 from bot.commands import ChatKey
 from bot import telegram_outbox
 from bot.telegram_adapter import TelegramOutput, split
-from cli.config import ChatSection, Config, GenerationSection, ModelSection, StorageSection, TelegramSection
+from config import ChatSection, Config, GenerationSection, ModelSection, StorageSection, TelegramSection
 from telegram_emulator.emulator import free_port
 from telegram_emulator.peer import LENGTH, running_bot
 

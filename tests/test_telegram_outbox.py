@@ -21,7 +21,7 @@ sys.path.append(str(Path(__file__).resolve().parent.parent))  # benchmarks/ hold
 from benchmarks.telegram_load import seed_of  # noqa: E402
 from bot import messages
 from bot.telegram_outbox import EDIT, FINAL, FIRST_POST, Limits, Outbox, Window
-from cli.config import ChatSection, Config, GenerationSection, ModelSection, StorageSection, TelegramSection
+from config import ChatSection, Config, GenerationSection, ModelSection, StorageSection, TelegramSection
 from storage import ChatKey
 from telegram_emulator.peer import LENGTH, running_bot
 

@@ -14,7 +14,7 @@ import pytest
 
 from bot.runtime import open_runtime
 from bot.telegram_adapter import TelegramAdapter
-from cli.config import Config
+from config import Config
 
 LENGTH = 60  # characters each /cervantes writes in the tests
 
