@@ -121,6 +121,16 @@ def held_out_figures(network: CharGRU, vocab: Vocab, held_out: str) -> dict:
     return {**full.to_dict(), "dedup": {**dedup.to_dict(), "left_out": [list(s) for s in spans]}}
 
 
+def summary(figures: dict, report: "SampleReport | None" = None) -> str:
+    """held_out_figures (and a sample report) as `cervantes evaluate` prints them."""
+    copies = ", ".join(f"{a} to {b}" for a, b in figures["dedup"]["left_out"]) or "none"
+    lines = [f"{name} loss over {f['characters']} characters: {f['nats_per_char']:.4f} nats/char, "
+             f"{f['bits_per_char']:.4f} bits/char"
+             for name, f in (("held-out", figures), ("dedup", figures["dedup"]))]
+    lines.append(f"(dedup leaves out the second copy of a duplicated block, held-out characters: {copies})")
+    return "\n".join(lines) + ("\n\n" + report.table() if report else "")
+
+
 # samples -----------------------------------------------------------------------------------------
 
 SEED_CHARS = 100  # a seed is about this long: enough for the GRU state to settle
@@ -179,8 +189,8 @@ class SampleReport:
     def table(self) -> str:
         n = len(self.seeds)
         return (quality.table(self.rows) + "\n\n"
-                f"{n} samples of {self.length} characters per row, continuing the same {n} seeds (stretches of "
-                f"the training text); \"held-out text\": {n} stretches of {self.length} characters of the "
+                f"{n} samples of {self.length} characters per row, continuing the same {n} seeds "
+                f"(stretches of the training text); \"held-out text\": {n} stretches of {self.length} characters of the "
                 "held-out part, for reference. Known words: share of the words the training text uses. "
                 "Longest copy: characters found verbatim in the training text. Loops: samples that write a "
                 f"{quality.LOOP_CHARS}-character stretch {quality.LOOP_TIMES} times or more. Word drift: "

@@ -28,7 +28,7 @@ def suffix_array(text: str) -> np.ndarray:
     codes = np.frombuffer(text.encode("utf-32-le"), "<u4")
     _, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(n)
-    rank = np.concatenate([[0], np.cumsum(counts)[:-1]])[inverse]  # suffixes whose first character sorts before
+    rank = np.concatenate([[0], np.cumsum(counts)[:-1]])[inverse]  # suffixes whose first character is less
     active = np.flatnonzero(counts[inverse] > 1)  # suffixes that share their rank with another
     k = 1
     while active.size:
@@ -65,11 +65,9 @@ class Index:
         """The length of the longest prefix of `piece` that occurs in the text."""
         text, m = self.text, len(piece)
         at = bisect.bisect_left(self._suffixes, piece, key=lambda s: text[s : s + m])
-        best = 0
-        for i in (at - 1, at):  # the longest match sorts next to where `piece` would go
-            if 0 <= i < len(self._suffixes):
-                best = max(best, len(os.path.commonprefix([piece, text[self._suffixes[i] : self._suffixes[i] + m]])))
-        return best
+        # the suffix that shares the longest prefix with `piece` sorts just before or just after it
+        near = [text[s : s + m] for s in self._suffixes[max(0, at - 1) : at + 1]]
+        return max((len(os.path.commonprefix([piece, s])) for s in near), default=0)
 
     def longest_copy(self, sample: str) -> tuple[int, int]:
         """(start, length) of the longest stretch of `sample` found verbatim in the text."""

@@ -9,7 +9,8 @@ from conftest import TINY_TEXT
 
 from model import corpus, evaluate
 
-CHAPTER = "\nCapítulo 49: Donde se trata del discreto coloquio que Sancho Panza tuvo con su señor.\n" + TINY_TEXT
+CHAPTER = "\nCapítulo 49: Donde se trata del discreto coloquio que Sancho Panza tuvo con su señor.\n"
+CHAPTER += TINY_TEXT
 
 
 def test_a_chapter_written_twice_back_to_back_is_left_out_once():
@@ -78,7 +79,8 @@ def test_sample_report_is_reproducible_and_measures_each_setting(tiny_sampler, t
     training, held_out = TINY_TEXT * 8, TINY_TEXT
     runs = evaluate.settings([0.5, 1.0], top_ps=[0.9])
     report = evaluate.sample_report(tiny_sampler, training, held_out, runs, n=3, length=40, random_seed=2)
-    assert [label for label, _ in report.rows] == ["held-out text", "0.5", "1", "0.5, top-p 0.9", "1, top-p 0.9"]
+    assert [label for label, _ in report.rows] == ["held-out text", "0.5", "1", "0.5, top-p 0.9",
+                                                   "1, top-p 0.9"]
     assert all(len(texts) == 3 and all(len(t) == 40 for t in texts) for texts in report.samples.values())
     again = evaluate.sample_report(tiny_sampler, training, held_out, runs, n=3, length=40, random_seed=2)
     assert again.samples == report.samples
@@ -100,5 +102,8 @@ def test_cli_reports_dedup_and_samples(tiny_model_dir, tmp_path, capsys):
     assert {"bits_per_char", "nats_per_char", "characters", "dedup"} <= out.keys()
     assert [r["sampling"] for r in out["samples"]["rows"]] == ["held-out text", "0.5", "1", "0.5, top-k 3",
                                                               "1, top-k 3"]
+    assert main(argv[:-1]) == 0  # without --json: a line per figure
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("held-out loss over") and lines[1].startswith("dedup loss over")
     assert main(argv + ["--temperatures", "tibio"]) == 2
     assert "comma lists" in capsys.readouterr().err
