@@ -79,20 +79,32 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from model import bundle, corpus
-    from model.evaluate import held_out_loss
+    from model import bundle, corpus, evaluate
+    from model.sampler import Sampler
 
+    try:
+        runs = evaluate.settings([float(t) for t in args.temperatures.split(",")],
+                                 [int(k) for k in args.top_k.split(",")],
+                                 [float(p) for p in args.top_p.split(",")])
+    except ValueError as exc:
+        print(f"cervantes evaluate: --temperatures, --top-k and --top-p take comma lists ({exc})",
+              file=sys.stderr)
+        return 2
+    if args.samples < 0 or args.length < 1:
+        print("cervantes evaluate: --samples must be at least 0, --length at least 1", file=sys.stderr)
+        return 2
     b = bundle.load(_model_dir(args))
-    text = _corpus_text(args, b.hp.strip_accents)
-    _, held_out = corpus.split(text)
-    if args.limit:
-        held_out = held_out[: args.limit]
-    result = held_out_loss(b.network, b.vocab.encode(held_out))
+    training, held_out = corpus.split(_corpus_text(args, b.hp.strip_accents))
+    held_out = held_out[: args.limit] if args.limit else held_out
+    figures = evaluate.held_out_figures(b.network, b.vocab, held_out)
+    report = evaluate.sample_report(Sampler(b.network, b.vocab), training, held_out, runs, args.samples,
+                                    args.length, args.seed) if args.samples else None
+    if report and args.samples_out:
+        report.write(args.samples_out)
     if args.json:
-        print(json.dumps(result.to_dict()))
+        print(json.dumps({**figures, **({"samples": report.to_dict()} if report else {})}, ensure_ascii=False))
     else:
-        print(f"held-out loss over {result.characters} characters: "
-              f"{result.nats_per_char:.4f} nats/char, {result.bits_per_char:.4f} bits/char")
+        print(evaluate.summary(figures, report))
     return 0
 
 
@@ -220,11 +232,20 @@ def parser() -> argparse.ArgumentParser:
                         "stays the last 10%% of --corpus)")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="held-out loss (last 10%%) in nats and bits per character")
+    e = sub.add_parser("evaluate", help="held-out loss (last 10%%) in nats and bits per character, "
+                                        "also without a duplicated block (dedup); samples' quality")
     e.add_argument("--model", help="model folder (default: the shipped model)")
     e.add_argument("--corpus", help="the text (default: the downloaded copy)")
     e.add_argument("--limit", type=int, help="only the first N held-out characters")
     e.add_argument("--json", action="store_true")
+    e.add_argument("--samples", type=int, default=0, metavar="N",
+                   help="also write N samples per setting and measure them against the training text")
+    e.add_argument("--temperatures", default="0.3,0.5,0.7,1.0", help="comma list (default 0.3,0.5,0.7,1.0)")
+    e.add_argument("--top-k", default="0", metavar="K[,K]", help="also each temperature with top-k K")
+    e.add_argument("--top-p", default="1", metavar="P[,P]", help="also each temperature with nucleus P")
+    e.add_argument("--length", type=int, default=300, help="characters per sample (default 300)")
+    e.add_argument("--seed", type=int, default=0, help="random seed for the seeds and the sampling")
+    e.add_argument("--samples-out", metavar="PATH", help="write the samples to this text file")
     e.set_defaults(func=cmd_evaluate)
 
     g = sub.add_parser("generate", help="continue a seed with the model")
