@@ -95,8 +95,7 @@ def cmd_evaluate(args) -> int:
         return 2
     b = bundle.load(_model_dir(args))
     training, held_out = corpus.split(_corpus_text(args, b.hp.strip_accents))
-    held_out = held_out[: args.limit] if args.limit else held_out
-    figures = evaluate.held_out_figures(b.network, b.vocab, held_out)
+    figures = evaluate.held_out_figures(b.network, b.vocab, held_out[: args.limit] if args.limit else held_out)
     report = evaluate.sample_report(Sampler(b.network, b.vocab), training, held_out, runs, args.samples,
                                     args.length, args.seed) if args.samples else None
     if report and args.samples_out:
@@ -236,7 +235,8 @@ def parser() -> argparse.ArgumentParser:
                                         "also without a duplicated block (dedup); samples' quality")
     e.add_argument("--model", help="model folder (default: the shipped model)")
     e.add_argument("--corpus", help="the text (default: the downloaded copy)")
-    e.add_argument("--limit", type=int, help="only the first N held-out characters")
+    e.add_argument("--limit", type=int, help="score only the first N held-out characters (the samples' "
+                                             "reference row still reads them all)")
     e.add_argument("--json", action="store_true")
     e.add_argument("--samples", type=int, default=0, metavar="N",
                    help="also write N samples per setting and measure them against the training text")
