@@ -113,7 +113,8 @@ class Commands:
         else:
             try:
                 await self._generate(chat, out, "continuar", state=stored.state, last_char=stored.last_char,
-                                     previous_tail=stored.tail)
+                                     previous_tail=stored.tail, random_seed=stored.random_seed,
+                                     position=stored.position)
             except _Unusable as exc:  # a damaged row: go on from its text instead, which saves a good one
                 logging.getLogger(__name__).warning("stored state of chat %s unusable (%s): re-reading its text",
                                                     chat.tag, exc)
@@ -125,15 +126,16 @@ class Commands:
 
     async def _generate(self, chat: ChatKey, out: Output, name: str, seed: str | None = None,
                         state=None, last_char=None, show_seed: bool = True, note: str = "",
-                        previous_tail: str = "") -> None:
+                        previous_tail: str = "", random_seed: int | None = None, position: int = 0) -> None:
         settings, unread = await self._settings(chat)
         note = "\n".join(n for n in (note, unread) if n)
         temperature = settings.temperature if settings.temperature is not None else self.chat.temperature
         length = settings.length if settings.length is not None else self.chat.length
         started = time.perf_counter()
         try:
-            stream = self.service.stream(seed, state=state, last_char=last_char,
-                                         temperature=temperature, length=length)
+            stream = self.service.stream(seed, state=state, last_char=last_char, temperature=temperature,
+                                         length=length, random_seed=random_seed,
+                                         position=position if random_seed is not None else 0)
         except Busy:
             _record({"platform": chat.platform, "chat": chat.tag, "command": name, "outcome": "busy"})
             await out.send(messages.BUSY)
@@ -190,7 +192,8 @@ class Commands:
         tail = ((result.seed if show_seed else previous_tail) + result.text)[-TAIL_CHARS:]
         try:
             await self.storage.save_continuation(chat, Continuation(
-                state=result.state, model_id=self.model_id, last_char=result.last_char, tail=tail))
+                state=result.state, model_id=self.model_id, last_char=result.last_char, tail=tail,
+                random_seed=result.random_seed, position=result.position))
         except StorageError:
             logging.getLogger(__name__).exception("continuation not saved for chat %s", chat.tag)
             notes.append(messages.NOT_SAVED)

@@ -48,6 +48,8 @@ class Result:
     dropped: str  # distinct seed characters the model does not know, left out
     truncated: bool  # the seed was too long and only its end was read
     batch_size: int  # the most rows this request shared a chunk with, itself included
+    random_seed: int = 0  # the random stream the text was drawn with
+    position: int = 0  # characters of that stream used, this text's included: where a continuation starts
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,17 @@ class Stream:
         return Result(text="".join(self._texts), state=state,
                       last_char=self._vocab.decode([last]),
                       seed=seed.text if seed else "", dropped=seed.dropped if seed else "",
-                      truncated=seed.truncated if seed else False, batch_size=self._row.batch_size)
+                      truncated=seed.truncated if seed else False, batch_size=self._row.batch_size,
+                      random_seed=self._row.random_seed, position=self._row.position)
+
+
+def _stream_key(random_seed: int) -> int:
+    """A 63-bit random seed as the sampler's 32-bit noise key, every bit of it mixed in (splitmix64's
+    finalizer): seeds S and S + 2**32 draw different texts."""
+    x = random_seed & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return (x ^ (x >> 31)) & 0xFFFFFFFF
 
 
 class GenerationService:
@@ -201,18 +213,19 @@ class GenerationService:
 
     async def generate(self, seed: str | None = None, *, state: np.ndarray | None = None,
                        last_char: str | None = None, temperature: float = 1.0, length: int = 300,
-                       random_seed: int | None = None, top_k: int | None = None) -> Result:
+                       random_seed: int | None = None, top_k: int | None = None, position: int = 0) -> Result:
         """Continue `seed` (cleaned; the default opening if empty) by `length` characters, or go on
-        from a previous result's `state` and `last_char`. Raises Busy, ValueError, TimeoutError."""
+        from a previous result's `state` and `last_char` (and, to go on with the same random stream,
+        its `random_seed` and `position`). Raises Busy, ValueError, TimeoutError."""
         stream = self.stream(seed, state=state, last_char=last_char, temperature=temperature,
-                             length=length, random_seed=random_seed, top_k=top_k)
+                             length=length, random_seed=random_seed, top_k=top_k, position=position)
         async for _ in stream:
             pass
         return stream.result
 
     def stream(self, seed: str | None = None, *, state: np.ndarray | None = None,
                last_char: str | None = None, temperature: float = 1.0, length: int = 300,
-               random_seed: int | None = None, top_k: int | None = None) -> Stream:
+               random_seed: int | None = None, top_k: int | None = None, position: int = 0) -> Stream:
         """Queue a request (as generate) and return its Stream at once. Raises Busy, ValueError."""
         if self._worker is None:
             raise RuntimeError("the generation service is not started")
@@ -226,9 +239,11 @@ class GenerationService:
             state, last = self._checked_state(state, last_char)
         else:
             raise ValueError("give a seed, or a state with its last_char, not both")
+        if not isinstance(position, int) or position < 0:
+            raise ValueError("position must be a whole number >= 0")
         loop = asyncio.get_running_loop()
-        row = _Row(seed_ids=seed_ids, state=state, last=last, temperature=temperature,
-                   length=length, top_k=top_k, future=loop.create_future(),
+        row = _Row(seed_ids=seed_ids, state=state, last=last, temperature=temperature, position=position,
+                   length=position + length, top_k=top_k, future=loop.create_future(),
                    random_seed=secrets.randbits(63) if random_seed is None else random_seed % 2**63,
                    deadline=loop.time() + self.request_timeout_s)
         self._submit(row)
@@ -324,7 +339,7 @@ class GenerationService:
         ids, states, last = await self._in_thread(
             _sample_padded, self.sampler, np.array([r.last for r in rows], np.int32),
             np.stack([r.state for r in rows]), np.array([r.temperature for r in rows], np.float32),
-            np.array([r.random_seed for r in rows], np.int64),
+            np.array([_stream_key(r.random_seed) for r in rows], np.int64),
             np.array([r.position for r in rows], np.int32), steps, top_k)
         for i, row in enumerate(rows):
             row.state, row.last = states[i], int(last[i])

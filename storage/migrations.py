@@ -59,6 +59,12 @@ MIGRATIONS: tuple[str, ...] = (
         FROM (SELECT platform, chat_id FROM chat_settings
               UNION SELECT platform, chat_id FROM continuations);
     """,
+    # 4: the random stream of the text so far, so that /continuar at a temperature above 0 goes on
+    # with the noise that one long text would have had. NULL: not known (a new seed is drawn).
+    """
+    ALTER TABLE continuations ADD COLUMN random_seed INTEGER;
+    ALTER TABLE continuations ADD COLUMN position INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 _GET_VERSION = "PRAGMA user_version"

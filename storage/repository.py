@@ -69,6 +69,8 @@ class Continuation:
     last_char: str  # fed with `state` to go on exactly where the text stopped ("" if unknown)
     tail: str  # the last TAIL_CHARS characters of the text so far, to re-prime another model
     updated_at: float = field(default_factory=time.time)  # unix seconds
+    random_seed: int | None = None  # the text's random stream (None: unknown, draw a new one)
+    position: int = 0  # characters of that stream used so far
 
     def __post_init__(self):
         state = np.array(self.state, dtype=np.float32)  # a copy: ours, not the caller's buffer
@@ -281,7 +283,7 @@ class Storage:
                          "AND temperature IS ? AND length IS ?",
         "continuations": "DELETE FROM continuations WHERE platform = ? AND chat_id = ? AND state IS ? "
                          "AND units IS ? AND model_id IS ? AND last_char IS ? AND tail IS ? "
-                         "AND updated_at IS ?",
+                         "AND updated_at IS ? AND random_seed IS ? AND position IS ?",
     }
 
     def _discard(self, table: str, key: ChatKey, row: tuple, why: str) -> None:
@@ -353,7 +355,7 @@ class Storage:
     # --- continuations --------------------------------------------------------------------------
 
     _SELECT_CONTINUATION = """
-        SELECT state, units, model_id, last_char, tail, updated_at FROM continuations
+        SELECT state, units, model_id, last_char, tail, updated_at, random_seed, position FROM continuations
         WHERE platform = ? AND chat_id = ?
     """
 
@@ -373,11 +375,13 @@ class Storage:
             return None
 
     _UPSERT_CONTINUATION = """
-        INSERT INTO continuations (platform, chat_id, state, units, model_id, last_char, tail, updated_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+        INSERT INTO continuations (platform, chat_id, state, units, model_id, last_char, tail, updated_at,
+                                   random_seed, position)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         ON CONFLICT (platform, chat_id) DO UPDATE SET
             state = excluded.state, units = excluded.units, model_id = excluded.model_id,
-            last_char = excluded.last_char, tail = excluded.tail, updated_at = excluded.updated_at
+            last_char = excluded.last_char, tail = excluded.tail, updated_at = excluded.updated_at,
+            random_seed = excluded.random_seed, position = excluded.position
     """
 
     async def save_continuation(self, key: ChatKey | tuple[str, str | int], continuation: Continuation) -> None:
@@ -386,7 +390,8 @@ class Storage:
         blob = c.state.astype("<f4").tobytes()  # little-endian whatever the machine
         async with self._writing("save the continuation") as db, self._transaction(db):
             await db.execute(self._UPSERT_CONTINUATION,
-                             (*key, blob, int(c.state.size), c.model_id, c.last_char, c.tail, c.updated_at))
+                             (*key, blob, int(c.state.size), c.model_id, c.last_char, c.tail, c.updated_at,
+                              c.random_seed, int(c.position)))
             await self._touch(db, key)
 
     # --- the chat as a whole, retention, and the file -------------------------------------------
@@ -511,7 +516,8 @@ class Storage:
             return False
 
 
-def _continuation_from_row(state, units, model_id, last_char, tail, updated_at) -> Continuation:
+def _continuation_from_row(state, units, model_id, last_char, tail, updated_at, random_seed=None,
+                           position=0) -> Continuation:
     if not isinstance(state, bytes) or not isinstance(units, int) or units <= 0:
         raise _Unreadable(f"state is {type(state).__name__}, units {units!r:.20}")
     if len(state) != 4 * units:
@@ -519,7 +525,10 @@ def _continuation_from_row(state, units, model_id, last_char, tail, updated_at) 
     for name, value in (("model_id", model_id), ("last_char", last_char), ("tail", tail)):
         if not isinstance(value, str):
             raise _Unreadable(f"{name} is {type(value).__name__}, not text")
+    if not isinstance(random_seed, (int, type(None))) or not isinstance(position, int) or position < 0:
+        random_seed, position = None, 0  # the text goes on, with a new random stream
     try:
-        return Continuation(np.frombuffer(state, dtype="<f4"), model_id, last_char, tail, updated_at)
+        return Continuation(np.frombuffer(state, dtype="<f4"), model_id, last_char, tail, updated_at,
+                            random_seed, position)
     except ValueError as exc:
         raise _Unreadable(str(exc)) from None

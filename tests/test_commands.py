@@ -265,3 +265,13 @@ async def test_a_damaged_stored_state_is_read_again_from_its_text(tiny_sampler, 
         reply = await say(c, "/continuar")
         assert len(reply) == SETTINGS.length and "unusable" in caplog.text  # a normal answer, and a log line
         assert (await say(c, "/continuar")) != messages.NOTHING_TO_CONTINUE  # the row is good again
+
+
+async def test_continuar_at_a_temperature_goes_on_with_the_random_stream_of_the_text(tiny_sampler, db_path):
+    warm = dataclasses.replace(SETTINGS, temperature=1.0, length=40)
+    async with bot(tiny_sampler, db_path, chat=warm) as c:
+        first = await say(c, "/cervantes Sancho")
+        stored = await c.storage.get_continuation(CHAT)
+        then = await say(c, "/continuar")
+        whole = await c.service.generate("Sancho", temperature=1.0, length=80, random_seed=stored.random_seed)
+    assert (first + then)[len("Sancho"):] == whole.text

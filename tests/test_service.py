@@ -179,3 +179,18 @@ async def test_the_worker_beats_while_idle_and_a_dead_worker_shows(tiny_sampler)
         await asyncio.sleep(0)
         assert not service.worker_alive
     assert not service.worker_alive
+
+
+async def test_a_sampled_continuation_goes_on_with_the_same_random_stream(service):
+    whole = await service.generate("En un lugar", temperature=1.0, length=200, random_seed=7)
+    first = await service.generate("En un lugar", temperature=1.0, length=37, random_seed=7)
+    rest = await service.generate(state=first.state, last_char=first.last_char, temperature=1.0, length=163,
+                                  random_seed=first.random_seed, position=first.position)
+    assert (first.random_seed, first.position, rest.position) == (7, 37, 200)
+    assert first.text + rest.text == whole.text  # the same text as one long generation, noise and all
+
+
+async def test_every_bit_of_the_random_seed_counts(service):
+    a = await service.generate("En un lugar", temperature=1.0, length=80, random_seed=5)
+    b = await service.generate("En un lugar", temperature=1.0, length=80, random_seed=5 + 2**32)
+    assert a.text != b.text

@@ -532,7 +532,7 @@ def add_idle_chats(path, n: int, last_active: float) -> None:
     blob = np.zeros(4, "<f4").tobytes()
     with sqlite3.connect(path) as conn:
         conn.executemany("INSERT INTO chat_settings (platform, chat_id, length) VALUES (?, ?, 50)", keys)
-        conn.executemany("INSERT INTO continuations VALUES (?, ?, ?, 4, 'm', 'a', 'a', 0)",
+        conn.executemany("INSERT INTO continuations VALUES (?, ?, ?, 4, 'm', 'a', 'a', 0, NULL, 0)",
                          [(*k, blob) for k in keys])
         conn.executemany("INSERT INTO chats VALUES (?, ?, ?)", [(*k, last_active) for k in keys])
 
