@@ -160,10 +160,13 @@ def settings(temperatures: list[float], top_ks: list[int] = (), top_ps: list[flo
 
 
 def stretches(text: str, n: int, chars: int, random_seed: int = 0) -> list[str]:
-    """`n` stretches of `text` of `chars` characters at random places, each starting a word."""
+    """`n` stretches of `text` of `chars` characters, each starting a word, one at a random place in
+    each n-th part of the text: spread over all of it, and apart where the parts are long enough."""
     rng = np.random.default_rng(random_seed)
+    part = len(text) // max(n, 1)
     out = []
-    for start in rng.integers(0, max(1, len(text) - 2 * chars), n):
+    for i in range(n):
+        start = i * part + int(rng.integers(0, max(1, part - chars - 50)))  # 50: room to a space
         start = text.find(" ", start) + 1  # 0 when there is no space: the text's start
         out.append(text[start : start + chars])
     return out
@@ -189,10 +192,12 @@ class SampleReport:
     def table(self) -> str:
         n = len(self.seeds)
         return (quality.table(self.rows) + "\n\n"
-                f"{n} samples of {self.length} characters per row, continuing the same {n} seeds "
-                f"(stretches of the training text); \"held-out text\": {n} stretches of {self.length} characters of the "
-                "held-out part, for reference. Known words: share of the words the training text uses. "
-                "Longest copy: characters found verbatim in the training text. Loops: samples that write a "
+                f"{n} samples of {self.length} characters per row, continuing the same {n} seeds (stretches "
+                f"of the training text); \"held-out text\": {n} stretches of {self.length} characters of the "
+                "held-out part without its duplicated block, for reference. Known words: share of the words "
+                "that the training text uses. Distinct word 3-grams: within each sample, pooled over the "
+                "row (it falls as rows grow: compare rows of one table). Longest copy: characters found "
+                "verbatim in the training text. Loops: samples that write a "
                 f"{quality.LOOP_CHARS}-character stretch {quality.LOOP_TIMES} times or more. Word drift: "
                 "Jensen-Shannon divergence of the word frequencies from the training text's. "
                 f"Over-represented: among words at least {100 * quality.FREQUENT_SHARE:g}% of the row's, "
@@ -213,10 +218,12 @@ class SampleReport:
 def sample_report(sampler: Sampler, training: str, held_out: str, runs: list[Setting], n: int,
                   length: int, random_seed: int = 0) -> SampleReport:
     """`n` samples of `length` characters per setting, continuing the same `n` seeds from the training
-    text (one batched call per top-k and top-p), measured against the training text."""
+    text (one batched call per top-k and top-p), measured against the training text; first, for
+    reference, `n` stretches of the held-out text (without its duplicated block) measured the same way."""
     book = quality.Book(training)
     report = SampleReport(length, seeds_from(training, n, random_seed=random_seed))
-    report.rows.append(("held-out text", quality.measure(stretches(held_out, n, length, random_seed), book)))
+    reference = stretches(without_duplicates(held_out)[0], n, length, random_seed)
+    report.rows.append(("held-out text", quality.measure(reference, book)))
     for top_k, top_p in dict.fromkeys((s.top_k, s.top_p) for s in runs):
         group = [s for s in runs if (s.top_k, s.top_p) == (top_k, top_p)]
         temperatures = [s.temperature for s in group for _ in report.seeds]

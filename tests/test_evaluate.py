@@ -107,3 +107,12 @@ def test_cli_reports_dedup_and_samples(tiny_model_dir, tmp_path, capsys):
     assert lines[0].startswith("held-out loss over") and lines[1].startswith("dedup loss over")
     assert main(argv + ["--temperatures", "tibio"]) == 2
     assert "comma lists" in capsys.readouterr().err
+
+
+def test_reference_stretches_spread_over_the_text_apart():
+    text = " ".join(f"palabra{i:05d}" for i in range(2000))  # 30,000 characters, every word unique
+    parts = evaluate.stretches(text, 16, 300, random_seed=3)
+    starts = sorted(text.index(p) for p in parts)
+    assert all(len(p) == 300 and text[text.index(p) - 1] == " " for p in parts)
+    assert all(b - a >= 300 for a, b in zip(starts, starts[1:]))  # no two overlap
+    assert starts[0] < len(text) / 16 and starts[-1] > len(text) * 15 / 16 - 300  # the whole text
