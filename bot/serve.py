@@ -46,7 +46,7 @@ async def serve(config: Config, environ, console_chat_id: str = "local") -> None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with open_runtime(config) as runtime, metrics.serving(config.metrics, runtime.service):
+    async with open_runtime(config, warm=True) as runtime, metrics.serving(config.metrics, runtime.service):
         adapters = _adapters(runtime, environ)
         if not adapters:
             await _console(runtime, console_chat_id, stop)

@@ -96,7 +96,7 @@ class Sampler:
             tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, u], tf.float32),
             tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int64),
             tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
-            tf.TensorSpec([], tf.float32)])
+            tf.TensorSpec([], tf.float32), tf.TensorSpec([None], tf.int32)])
 
     def _cell(self, ids, h, hr):
         """One GRU step (Keras GRU, reset_after): ids [batch], h [batch, units] and its recurrent
@@ -122,16 +122,22 @@ class Sampler:
             t += 1
         return h
 
-    def _sample_impl(self, last, h, temperatures, seeds, positions, steps, top_k, top_p=1.0):
+    def _sample_impl(self, last, h, temperatures, seeds, positions, steps, top_k, top_p, steps_left):
+        # steps_left [batch]: a row stops after its own count (its state and last id stay those
+        # after its last character); the call always runs `steps`, so its shape never depends on
+        # how much a row still has to write, and XLA compiles one program per batch size.
         out = tf.TensorArray(tf.int32, size=steps)
         split = [3 * self.units, self.vocab_size]
         hr = self._recurrent(h)
         for t in tf.range(steps):
-            h = self._cell(last, h, hr)
-            hr, logits = tf.split(h @ self.both_kernels, split, axis=-1)
-            hr += self.recurrent_bias
-            last = choose(logits + self.out_bias, temperatures, seeds, positions + t, top_k, top_p)
-            out = out.write(t, last)
+            going = (t < steps_left)[:, None]
+            h_next = self._cell(last, h, hr)
+            hr_next, logits = tf.split(h_next @ self.both_kernels, split, axis=-1)
+            chosen = choose(logits + self.out_bias, temperatures, seeds, positions + t, top_k, top_p)
+            h = tf.where(going, h_next, h)
+            hr = tf.where(going, hr_next + self.recurrent_bias, hr)
+            last = tf.where(going[:, 0], chosen, last)
+            out = out.write(t, chosen)
         return tf.transpose(out.stack()), h, last  # ids [batch, steps]
 
     # numpy in, numpy out -------------------------------------------------------------------------
@@ -153,8 +159,10 @@ class Sampler:
         return h, np.array([s[-1] for s in seeds_ids], np.int32)
 
     def sample(self, last, states, temperatures, steps: int, seeds=None, positions=None, top_k: int = 0,
-               top_p: float = 1.0):
-        """Sample `steps` ids per row. Returns (ids [batch, steps], states, last ids)."""
+               top_p: float = 1.0, steps_left=None):
+        """Sample `steps` ids per row (row i stops after steps_left[i]: its ids past that are
+        meaningless, its state and last id are those after its own last step).
+        Returns (ids [batch, steps], states, last ids)."""
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], not {top_p}")
         batch = len(last)
@@ -162,7 +170,9 @@ class Sampler:
         positions = np.zeros(batch, np.int32) if positions is None else np.asarray(positions, np.int32)
         ids, h, last = self._sample(np.asarray(last, np.int32), np.asarray(states, np.float32),
                                     np.asarray(temperatures, np.float32), seeds, positions,
-                                    np.int32(steps), np.int32(top_k), np.float32(top_p))
+                                    np.int32(steps), np.int32(top_k), np.float32(top_p),
+                                    np.full(batch, steps, np.int32) if steps_left is None
+                                    else np.minimum(np.asarray(steps_left, np.int32), steps))
         return ids.numpy(), h.numpy(), last.numpy()
 
 

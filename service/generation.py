@@ -32,7 +32,6 @@ from model.vocab import Vocab
 log = logging.getLogger(__name__)
 
 _END = object()  # follows a row's last chunk: its future is done
-_MIN_PRIME_TIME = 16  # shortest padded seed: short seeds share one compiled prime
 
 
 class Busy(Exception):
@@ -161,6 +160,7 @@ class GenerationService:
         self.max_wait_s = max_wait_ms / 1000
         self.request_timeout_s = request_timeout_s
         self.max_seed_chars, self.strip_accents = max_seed_chars, strip_accents
+        self._prime_time = max(1, max_seed_chars)  # the time axis of every prime call: one shape
         self.top_k, self.heartbeat_s = top_k, heartbeat_s
         self.progress_at: float | None = None  # wall time of the worker's last chunk or idle heartbeat
         self._waiting: deque[_Row] = deque()  # bounded by queue_size in _submit
@@ -208,6 +208,26 @@ class GenerationService:
     def worker_alive(self) -> bool:
         """Started and not ended: the worker task ends only by close() or an error it could not catch."""
         return self._worker is not None and not self._worker.done()
+
+    def shapes(self) -> list[int]:
+        """The batch sizes the worker calls the model with: powers of four up to max_batch's. With the
+        time axis of a prime and the steps of a chunk fixed, each is one XLA program of each kind."""
+        sizes = [1]
+        while sizes[-1] < self.max_batch:
+            sizes.append(sizes[-1] * 4)
+        return sizes
+
+    async def warm(self) -> None:
+        """Compile every shape the worker can use now, rather than in some user's reply (each takes
+        0.4 to 1 s on two cores). Call it after start(), before taking requests."""
+        vocab = self.sampler.vocab
+        known = vocab.encode(seeds.DEFAULT_OPENING)
+        for batch in self.shapes():
+            states, last = await self._in_thread(_prime_padded, self.sampler, [known] * batch, self._prime_time)
+            await self._in_thread(
+                _sample_padded, self.sampler, last, states, np.zeros(batch, np.float32),
+                np.zeros(batch, np.int64), np.zeros(batch, np.int32), self.chunk_steps, self.top_k,
+                np.full(batch, self.chunk_steps, np.int32))
 
     # requests -----------------------------------------------------------------------------------
 
@@ -313,7 +333,8 @@ class GenerationService:
         """Prime the joining rows that bring a seed, all in one call; continuations have a state."""
         fresh = [row for row in rows if row.seed_ids is not None]
         if fresh:
-            states, last = await self._in_thread(_prime_padded, self.sampler, [r.seed_ids for r in fresh])
+            states, last = await self._in_thread(_prime_padded, self.sampler, [r.seed_ids for r in fresh],
+                                                 self._prime_time)
             for i, row in enumerate(fresh):
                 row.state, row.last = states[i], int(last[i])
         self._active.extend(rows)
@@ -322,7 +343,7 @@ class GenerationService:
         self._active = [row for row in self._active if not self._leave_if_gone(row)]
         if not self._active:
             return
-        steps = _chunk_steps(self.chunk_steps, min(row.remaining for row in self._active))
+        steps = self.chunk_steps  # always: rows that need fewer stop inside the call (one shape)
         for row in self._active:
             row.batch_size = max(row.batch_size, len(self._active))
         # the sampler takes one top_k per call: one call per distinct top_k (usually just one)
@@ -340,12 +361,14 @@ class GenerationService:
             _sample_padded, self.sampler, np.array([r.last for r in rows], np.int32),
             np.stack([r.state for r in rows]), np.array([r.temperature for r in rows], np.float32),
             np.array([_stream_key(r.random_seed) for r in rows], np.int64),
-            np.array([r.position for r in rows], np.int32), steps, top_k)
+            np.array([r.position for r in rows], np.int32), steps, top_k,
+            np.array([min(r.remaining, steps) for r in rows], np.int32))
         for i, row in enumerate(rows):
+            taken = min(row.remaining, steps)
             row.state, row.last = states[i], int(last[i])
-            row.position += steps
-            row.chunks.put_nowait(ids[i])  # the row's coroutine turns ids into text
-        self._counts["characters"] += steps * len(rows)
+            row.position += taken
+            row.chunks.put_nowait(ids[i][:taken])  # the row's coroutine turns ids into text
+            self._counts["characters"] += taken
 
     async def _in_thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
@@ -382,34 +405,31 @@ def _checked(length: int, temperature: float, top_k: int) -> tuple[int, float, i
     return length, temperature, top_k
 
 
-def _bucket(n: int, least: int = 1) -> int:
-    """The power of two >= max(n, least). XLA compiles one program per shape: few shapes, few compiles."""
-    return max(least, 1 << max(0, n - 1).bit_length())
+def _bucket(n: int) -> int:
+    """The power of four >= n: the batch sizes the model is called with. XLA compiles one program
+    per shape, so few shapes mean few compilations (and a warm-up that takes seconds, not a minute),
+    for at most four times the rows a call needs."""
+    size = 1
+    while size < n:
+        size *= 4
+    return size
 
 
-def _chunk_steps(chunk_steps: int, least_remaining: int) -> int:
-    """A full chunk, or the largest power of two no row overshoots: a row's state is always the one
-    right after its own last character, and only a few step counts get compiled."""
-    if least_remaining >= chunk_steps:
-        return chunk_steps
-    return 1 << (least_remaining.bit_length() - 1)
-
-
-def _prime_padded(sampler: Sampler, seeds_ids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """sampler.prime over the batch padded to [power of two rows, power of two characters].
-
-    Filler rows have one character, so nothing to read. Returns (states [n, units], last ids [n])
-    of the real rows.
+def _prime_padded(sampler: Sampler, seeds_ids: list[np.ndarray], time: int) -> tuple[np.ndarray, np.ndarray]:
+    """sampler.prime over the batch padded to [power of two rows, `time` characters]: the time axis
+    is always the longest seed the service takes (the loop inside stops at the longest real one), so
+    only the batch size makes a new shape. Filler rows have one character, so nothing to read.
+    Returns (states [n, units], last ids [n]) of the real rows.
     """
     n = len(seeds_ids)
-    time = _bucket(max(len(s) - 1 for s in seeds_ids), _MIN_PRIME_TIME)
     fillers = [np.ones(1, np.int32)] * (_bucket(n) - n)
     states, last = sampler.prime(list(seeds_ids) + fillers, min_time=time)
     return states[:n], last[:n]
 
 
 def _sample_padded(sampler: Sampler, last: np.ndarray, states: np.ndarray, temperatures: np.ndarray,
-                   random_seeds: np.ndarray, positions: np.ndarray, steps: int, top_k: int):
+                   random_seeds: np.ndarray, positions: np.ndarray, steps: int, top_k: int,
+                   steps_left: np.ndarray):
     """sampler.sample over the batch padded to a power of two rows (greedy fillers from zeros).
 
     Rows are independent, so fillers change nothing. Returns (ids [n, steps], states, last ids).
@@ -421,6 +441,7 @@ def _sample_padded(sampler: Sampler, last: np.ndarray, states: np.ndarray, tempe
         temperatures = np.concatenate([temperatures, np.zeros(pad, np.float32)])
         random_seeds = np.concatenate([random_seeds, np.zeros(pad, np.int64)])
         positions = np.concatenate([positions, np.zeros(pad, np.int32)])
+        steps_left = np.concatenate([steps_left, np.zeros(pad, np.int32)])
     ids, states, last = sampler.sample(last, states, temperatures, steps, seeds=random_seeds,
-                                       positions=positions, top_k=top_k)
+                                       positions=positions, top_k=top_k, steps_left=steps_left)
     return ids[:n], states[:n], last[:n]

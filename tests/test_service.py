@@ -73,12 +73,12 @@ async def test_a_short_request_joins_a_running_long_one_and_finishes_first(servi
 
 
 async def test_stream_chunks_make_up_the_final_text(service):
-    stream = service.stream("Sancho", length=60, random_seed=7)
+    stream = service.stream("Sancho", length=250, random_seed=7)
     assert stream.seed.text == "Sancho" and stream.result is None
     chunks = [text async for text in stream]
     assert len(chunks) > 1
     assert "".join(chunks) == stream.result.text
-    assert stream.result.text == (await service.generate("Sancho", length=60, random_seed=7)).text
+    assert stream.result.text == (await service.generate("Sancho", length=250, random_seed=7)).text
 
 
 async def test_a_full_queue_answers_busy_at_once(tiny_sampler, monkeypatch):
@@ -194,3 +194,30 @@ async def test_every_bit_of_the_random_seed_counts(service):
     a = await service.generate("En un lugar", temperature=1.0, length=80, random_seed=5)
     b = await service.generate("En un lugar", temperature=1.0, length=80, random_seed=5 + 2**32)
     assert a.text != b.text
+
+
+async def test_a_mix_of_requests_uses_only_the_shapes_warmed_at_start(tiny_sampler, monkeypatch):
+    """XLA compiles one program per distinct input shape (and compile-time value: the steps and top_k
+    of a chunk). Count the distinct ones the worker uses over a mix of seed lengths, reply lengths
+    and batch sizes: none beyond those warm() compiled."""
+    seen = set()
+
+    def recording(kind, compiled):
+        def call(*args):
+            seen.add((kind, *(tuple(getattr(a, "shape", ())) for a in args),
+                      *(int(a) for a in args if getattr(a, "shape", None) == ())))
+            return compiled(*args)
+        return call
+
+    monkeypatch.setattr(tiny_sampler, "_prime", recording("prime", tiny_sampler._prime))
+    monkeypatch.setattr(tiny_sampler, "_sample", recording("sample", tiny_sampler._sample))
+    async with GenerationService(tiny_sampler, max_batch=16, chunk_steps=10) as s:
+        await s.warm()
+        warmed = set(seen)
+        assert len(warmed) == 2 * len(s.shapes()) == 6  # batches of 1, 4 and 16; a prime and a chunk each
+        for batch, length in [(1, 7), (3, 33), (5, 10), (16, 99), (2, 1), (11, 45)]:
+            await asyncio.gather(*(s.generate("Sancho " * (i * 7 % 40 + 1), length=length + i, temperature=0.5)
+                                   for i in range(batch)))
+            first = await s.generate("la Mancha", length=length)
+            await s.generate(state=first.state, last_char=first.last_char, length=length + 3)
+    assert seen == warmed
