@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from typing import AsyncIterator
 
@@ -21,13 +22,16 @@ class Runtime:
     model_id: str
 
 
-def _choose_device(device: str) -> None:
+def _choose_device(device: str) -> str:
+    """Apply `[model] device`; the device the model will run on, for the log."""
     import tensorflow as tf
 
     if device == "cpu":
         tf.config.set_visible_devices([], "GPU")
     elif device == "gpu" and not tf.config.list_physical_devices("GPU"):
         raise RuntimeError("[model] device = \"gpu\" but TensorFlow sees no GPU")
+    gpus = tf.config.get_visible_devices("GPU")
+    return f"GPU ({gpus[0].name})" if gpus else "CPU"
 
 
 @contextlib.asynccontextmanager
@@ -37,8 +41,9 @@ async def open_runtime(config: Config, warm: bool = False) -> AsyncIterator[Runt
     from model import bundle
     from model.sampler import Sampler
 
-    _choose_device(config.model.device)
+    device = _choose_device(config.model.device)
     loaded = bundle.load(config.model.path or None)
+    logging.getLogger(__name__).info("model %s (GRU %d) on the %s", loaded.model_id, loaded.hp.rnn_units, device)
     g = config.generation
     service = GenerationService(
         Sampler(loaded.network, loaded.vocab), max_batch=g.max_batch, max_wait_ms=g.max_wait_ms,

@@ -9,6 +9,8 @@ becomes a supergroup keeps its settings and continuation under the new chat id.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -20,6 +22,7 @@ from telegram import BotCommand, Update
 from telegram.constants import ChatType
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
+from telegram.request import HTTPXRequest
 
 from bot.commands import ChatKey, Commands
 from bot.parsing import COMMANDS, parse
@@ -30,6 +33,8 @@ from storage import StorageError
 
 log = logging.getLogger(__name__)
 
+CONNECTED_WITHIN_S = 45.0  # a long poll lasts 10 s: no good answer for this long is not connected
+CONFLICT_LIMIT_S = 60.0  # another instance polling this long (409): this one gives up
 STOP_GRACE_S = 3.0  # at a stop, replies still queued get this long to go out (docker stop allows 10 s)
 _TOKEN = re.compile(r"\d{5,}:[A-Za-z0-9_-]{20,}")
 
@@ -119,7 +124,23 @@ class TelegramOutput:
             await self.move_chat(old, self.chat)
 
 
+class _PollingRequest(HTTPXRequest):
+    """The getUpdates connection, telling the adapter how each answer went (its HTTP status)."""
+
+    def __init__(self, on_answer, **kwargs):
+        super().__init__(**kwargs)
+        self._on_answer = on_answer
+
+    async def do_request(self, *args, **kwargs):
+        code, payload = await super().do_request(*args, **kwargs)
+        self._on_answer(code)
+        return code, payload
+
+
 class TelegramAdapter:
+    """`await start()`, `await stop()`. For health: `connected`, `last_ok`, and `failed` (set when
+    the bot cannot go on: its token was revoked, or another instance keeps polling with it)."""
+
     def __init__(self, commands: Commands, config: TelegramSection, token: str):
         if config.mode not in ("polling", "webhook"):
             raise ValueError(f'[telegram] mode must be "polling" or "webhook", not {config.mode!r}')
@@ -130,14 +151,42 @@ class TelegramAdapter:
         # concurrent_updates: replies to many chats are generated together, in one batch.
         # AIORateLimiter (max_retries=0: a 429 is the outbox's to handle, never slept on inside a
         # request) holds every chat request to the bot-wide and group limits, a safety net under the outbox.
+        self.last_ok: float | None = None  # time.time() of the last good getUpdates (or webhook update)
+        self._conflict_since: float | None = None
+        self.failed: asyncio.Future = asyncio.get_event_loop().create_future()
         self.application: Application = (
             ApplicationBuilder().token(token).base_url(config.base_url).concurrent_updates(True)
+            .get_updates_request(_PollingRequest(self._polled, connection_pool_size=1))
             .rate_limiter(AIORateLimiter(max_retries=0)).build())
         self.outbox = Outbox(self.application.bot, stream_after_s=config.stream_after_s,
                              edit_interval_s=config.edit_interval_s, max_delivery_s=config.max_delivery_s)
         self.application.add_handler(MessageHandler(filters.TEXT & filters.UpdateType.MESSAGE, self._on_message))
         self.application.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self._on_migrate))
         self.application.add_error_handler(self._on_error)
+
+    @property
+    def connected(self) -> bool:
+        """Receiving now: polling, a good getUpdates within CONNECTED_WITHIN_S; webhook, the server up."""
+        updater = self.application.updater
+        if self.failed.done() or updater is None or not updater.running:
+            return False
+        if self.config.mode == "webhook":
+            return True
+        return self.last_ok is not None and time.time() - self.last_ok < CONNECTED_WITHIN_S
+
+    def _polled(self, code: int) -> None:
+        now = time.time()
+        if code == 200:
+            self.last_ok, self._conflict_since = now, None
+        elif code == 401 and not self.failed.done():
+            self.failed.set_exception(RuntimeError(
+                "Telegram refuses the bot token (401): it was revoked or changed; set TELEGRAM_TOKEN anew"))
+        elif code == 409:
+            self._conflict_since = self._conflict_since or now
+            log.error("another program is receiving this bot's updates (409 Conflict): only one may")
+            if now - self._conflict_since > CONFLICT_LIMIT_S and not self.failed.done():
+                self.failed.set_exception(RuntimeError(
+                    "another instance of this bot keeps receiving its updates (409 Conflict): stop it"))
 
     async def start(self) -> None:
         """Log in (getMe), publish the command menu, then receive updates by polling or webhook."""
@@ -158,6 +207,7 @@ class TelegramAdapter:
                 await app.updater.start_polling(allowed_updates=[Update.MESSAGE])
             await app.start()
             self.outbox.start()
+            self.last_ok = time.time()  # Telegram just answered getMe and the start-up calls
         except BaseException:
             try:
                 await self.stop()
@@ -169,12 +219,14 @@ class TelegramAdapter:
     async def stop(self) -> None:
         """Stop receiving, let the replies in flight finish and go out, close the connections. Safe to repeat."""
         app = self.application
-        if app.updater is not None and app.updater.running:
-            await app.updater.stop()
+        with contextlib.suppress(TelegramError):  # polling may have ended in an error (a revoked token)
+            if app.updater is not None and app.updater.running:
+                await app.updater.stop()
         if app.running:
             await app.stop()  # waits for the handlers in flight: their replies are in the outbox
         await self.outbox.close(grace_s=STOP_GRACE_S)
-        await app.shutdown()
+        with contextlib.suppress(TelegramError):
+            await app.shutdown()
 
     async def _publish_commands(self) -> None:
         menu = [BotCommand(name, _summary(getattr(self.commands, name).__doc__))
@@ -185,6 +237,8 @@ class TelegramAdapter:
             log.warning("setMyCommands failed: %s", _describe(exc))
 
     async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if self.config.mode == "webhook":
+            self.last_ok = time.time()  # a delivery arrived
         message = update.message
         command = parse(message.text, context.bot.username)
         if command is None:

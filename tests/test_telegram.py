@@ -287,3 +287,12 @@ async def test_each_forum_topic_is_a_chat_of_its_own_and_gets_its_replies(bot, p
                        messages.TEMPERATURE_IS.format(value="0,5", tmin="0,1", tmax="2")]  # topic 12: its own
     posts = await peer.calls("sendMessage", forum)
     assert [p["params"].get("message_thread_id") for p in posts] == ["11", "12"]  # each in its topic
+
+
+async def test_health_sees_polling_and_a_revoked_token_ends_the_bot(bot, peer):
+    assert bot.connected and bot.last_ok is not None
+    await peer.fail_next("getUpdates", error_code=401, description="Unauthorized")
+    await peer.say("/ayuda")  # wakes the long poll
+    with pytest.raises(RuntimeError, match="401"):
+        await asyncio.wait_for(asyncio.shield(bot.failed), 30)  # what `serve` waits on: it exits with this
+    assert not bot.connected
