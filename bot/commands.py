@@ -7,6 +7,7 @@ and implements `Output`: how to send a reply, and how to show a reply that is st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -71,15 +72,22 @@ class Commands:
             if verdict.notify:
                 await out.send(messages.RATE_LIMITED.format(seconds=max(1, math.ceil(verdict.wait_s))))
             return
+        async with self.turn(chat):
+            handler = self._handlers.get(command.name)
+            if handler is None:
+                await out.send(messages.UNKNOWN_COMMAND)
+                return
+            await handler(chat, command.argument, out)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, chat: ChatKey):
+        """The chat's turn: after every command of the chat that arrived before. Adapters take it
+        for what must not overlap a command (a group's data moving to its supergroup)."""
         turn = self._order.setdefault(chat, _Turn())
         turn.users += 1
         try:
             async with turn.lock:
-                handler = self._handlers.get(command.name)
-                if handler is None:
-                    await out.send(messages.UNKNOWN_COMMAND)
-                    return
-                await handler(chat, command.argument, out)
+                yield
         finally:
             turn.users -= 1
             if not turn.users:

@@ -260,7 +260,9 @@ class TelegramAdapter:
             old, new = message.chat_id, message.migrate_to_chat_id
         else:  # said in the new supergroup
             old, new = message.migrate_from_chat_id, message.chat_id
-        await self.move_chat(ChatKey("telegram", str(old)), ChatKey("telegram", str(new)))
+        old_key = ChatKey("telegram", str(old))
+        async with self.commands.turn(old_key):  # a reply being written there saves first, then moves
+            await self.move_chat(old_key, ChatKey("telegram", str(new)))
 
     async def move_chat(self, old: ChatKey, new: ChatKey) -> None:
         """The chat's settings and continuation follow it to its new id; a failure is logged."""

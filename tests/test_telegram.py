@@ -296,3 +296,18 @@ async def test_health_sees_polling_and_a_revoked_token_ends_the_bot(bot, peer):
     with pytest.raises(RuntimeError, match="401"):
         await asyncio.wait_for(asyncio.shield(bot.failed), 30)  # what `serve` waits on: it exits with this
     assert not bot.connected
+
+
+async def test_a_group_that_moves_while_a_reply_is_written_keeps_that_reply_to_continue(bot, peer):
+    group, supergroup = -5004, -1005004
+    assert await peer.reply_to("/longitud 1000", group, chat_type="group") == \
+        messages.LENGTH_SET.format(value=1000)
+    await peer.say("/cervantes Sancho", group, chat_type="group")  # a hundred chunks: it takes a while
+    await peer.upgrade(group, supergroup)  # meanwhile, the group becomes a supergroup
+    await peer.wait_for(group, lambda r: len(r) == 2 and len(r[1]) >= 1000, timeout=60)
+    (more,) = await peer.continuation("/continuar", "", supergroup, chat_type="supergroup")
+    assert len(more) == 1000  # the group's /longitud moved along, and it went on from its reply
+    assert more != messages.NOTHING_TO_CONTINUE
+    stored = await bot.commands.storage.get_continuation(ChatKey("telegram", str(supergroup)))
+    assert stored is not None and stored.tail.endswith(more[-100:])
+    assert await bot.commands.storage.get_continuation(ChatKey("telegram", str(group))) is None
