@@ -24,7 +24,7 @@ CHAT = ChatKey("telegram", "42")
 async def test_kill_9_mid_burst_loses_no_confirmed_setting(tiny_model_dir, tmp_path):
     db = tmp_path / "cervantes.db"
     env = {**os.environ, "CERVANTES_MODEL_PATH": str(tiny_model_dir), "CERVANTES_STORAGE_PATH": str(db),
-           "TF_CPP_MIN_LOG_LEVEL": "3"}
+           "CERVANTES_CHAT_RATE_LIMIT_PER_MINUTE": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}  # a burst of 382
     bot = subprocess.Popen([sys.executable, "-m", "cli.main", "chat", "--chat-id", "42"], stdin=subprocess.PIPE,
                            stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path, bufsize=1)
     values = [f"{v / 100:.2f}" for v in range(10, 201)]  # 0.10, 0.11, ... 2.00: each a new setting
@@ -34,6 +34,7 @@ async def test_kill_9_mid_burst_loses_no_confirmed_setting(tiny_model_dir, tmp_p
     confirmed = []
     while len(confirmed) < 40:
         line = bot.stdout.readline()
+        assert line, "the bot stopped answering"
         if line.startswith("Temperatura fijada en "):
             confirmed.append(line.removeprefix("Temperatura fijada en ").strip().rstrip("."))
     os.kill(bot.pid, signal.SIGKILL)
