@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The bot in a container. CPU (default):  docker build -t cervantes .
 # NVIDIA GPU:  docker build --build-arg TF_VARIANT=gpu -t cervantes:gpu .   (run with --gpus all)
 # The trained model must be in model/shipped/ first: it goes into the image as package data.
@@ -6,12 +5,13 @@
 # --- builder: the wheel, with the TensorFlow distribution the variant needs ----------------------
 FROM python:3.11-slim-bookworm AS builder
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-# cpu: tensorflow-cpu, a much smaller download than tensorflow (x86-64 only; on arm64 tensorflow is CPU-only
-# anyway); gpu: tensorflow with the CUDA libraries from PyPI
+# cpu: tensorflow-cpu on amd64, tensorflow elsewhere; gpu: tensorflow[and-cuda] (docker/tensorflow.sh).
+# TARGETARCH is set by BuildKit only; with the legacy builder the script asks dpkg.
 ARG TF_VARIANT=cpu
 ARG TARGETARCH
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY docker/tensorflow.sh docker/
 COPY bot bot
 COPY cli cli
 COPY config config
@@ -20,11 +20,8 @@ COPY service service
 COPY storage storage
 RUN test -f model/shipped/model.weights.h5 \
         || { echo "model/shipped/ has no model.weights.h5: put the trained model there first" >&2; exit 1; } \
-    && case "$TF_VARIANT" in \
-        cpu) if [ "$TARGETARCH" = arm64 ]; then tf="tensorflow"; else tf="tensorflow-cpu"; fi ;; \
-        gpu) tf="tensorflow[and-cuda]" ;; \
-        *) echo "TF_VARIANT must be cpu or gpu, not $TF_VARIANT" >&2; exit 1 ;; \
-    esac \
+    && tf=$(sh docker/tensorflow.sh "$TF_VARIANT" "$TARGETARCH") \
+    && echo "TensorFlow: $tf" \
     && sed -i "s/\"tensorflow>=/\"$tf>=/" pyproject.toml \
     && grep -qF "\"$tf>=" pyproject.toml \
     && pip wheel --no-cache-dir --no-deps --wheel-dir /dist . \
