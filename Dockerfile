@@ -27,7 +27,7 @@ RUN test -f model/shipped/model.weights.h5 \
     && pip wheel --no-cache-dir --no-deps --wheel-dir /dist . \
     && python -m zipfile -l /dist/cervantes-*.whl | grep "model/shipped/model.weights.h5"
 
-# --- runtime: the wheel and its dependencies, nothing else ----------------------------------------
+# --- runtime: the wheel and its dependencies at the versions in docker/constraints.txt -------------
 FROM python:3.11-slim-bookworm
 ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -36,9 +36,11 @@ ENV PYTHONUNBUFFERED=1 \
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin cervantes \
     && mkdir /data \
     && chown cervantes:cervantes /data
+# the pins (docker/lock.sh writes them; `make lock`); a dependency they lack still installs, unpinned
+COPY docker/constraints.txt /tmp/constraints.txt
 COPY --from=builder /dist/ /tmp/dist/
-RUN pip install --no-cache-dir /tmp/dist/cervantes-*.whl \
-    && rm -rf /tmp/dist
+RUN pip install --no-cache-dir --constraint /tmp/constraints.txt /tmp/dist/cervantes-*.whl \
+    && rm -rf /tmp/dist /tmp/constraints.txt
 WORKDIR /home/cervantes
 USER 10001:10001
 # the database (and its -wal, -shm and .status.json files) lives here: mount a volume

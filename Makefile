@@ -1,16 +1,24 @@
 # make run: install into .venv and start the bot in this terminal (console adapter, shipped model).
 # make test: install the test dependencies too and run the tests.
+# make test-docker: build the image and run it for real (tests/test_docker.py); needs a Docker engine.
+# make lock: rewrite docker/constraints.txt, the versions the image installs (docker/lock.sh).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-test clean
+.PHONY: run test test-docker lock install install-test clean
 
 run: install
 	$(BIN)/cervantes serve
 
 test: install-test
 	$(BIN)/pytest -q
+
+test-docker: install-test
+	TEST_DOCKER=required $(BIN)/pytest -q tests/test_docker.py
+
+lock:
+	PYTHON=$(PYTHON) docker/lock.sh
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
