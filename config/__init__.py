@@ -60,7 +60,7 @@ class GenerationSection:
 
 @dataclass(frozen=True)
 class ChatSection:
-    temperature: float = 0.5  # a new chat's temperature
+    temperature: float = 0.7  # a new chat's temperature (chosen from the sample table on the model card)
     length: int = 300  # a new chat's reply length in characters
     min_temperature: float = 0.1  # /temperatura accepts this range
     max_temperature: float = 2.0
