@@ -41,7 +41,8 @@ class ExportedGenerator(tf.Module):
                                          tf.zeros([batch, self.sampler.units]))
         seeds = tf.random.uniform([batch], maxval=tf.int64.max, dtype=tf.int64)
         out, state, last = self.sampler._sample_impl(last, state, temperature, seeds,
-                                                     tf.zeros([batch], tf.int32), length, tf.constant(0))
+                                                     tf.zeros([batch], tf.int32), length, tf.constant(0),
+                                                     tf.constant(1.0), tf.fill([batch], length))
         text = tf.strings.reduce_join(tf.gather(self.id_to_char, out), axis=-1)
         return {"text": text, "state": state, "last_char": tf.gather(self.id_to_char, last)}
 

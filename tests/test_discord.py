@@ -63,7 +63,7 @@ def config(model_dir, edit_interval_s, discord_options, tmp_path) -> Config:
         storage=dataclasses.replace(c.storage, path=str(tmp_path / "cervantes.db")),
         # The generation worker starts outside simcord and reads the real clock, while a request's
         # deadline is taken on simcord's virtual one: a finite timeout would expire at once.
-        generation=dataclasses.replace(c.generation, request_timeout_s=1e9),
+        generation=dataclasses.replace(c.generation, request_timeout_s=1e9, chunk_steps=10),  # pieces to stream
         chat=dataclasses.replace(c.chat, length=LENGTH, min_length=10, max_length=2500,
                                  rate_limit_per_minute=0),
         discord=dataclasses.replace(c.discord, edit_interval_s=edit_interval_s, **discord_options),
