@@ -12,6 +12,15 @@ ARG TARGETARCH
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY docker/tensorflow.sh docker/
+# the variant's TensorFlow into pyproject.toml; its dependency list alone in /deps, so that the runtime
+# stage installs them in a layer of their own, kept while only the code changes
+RUN tf=$(sh docker/tensorflow.sh "$TF_VARIANT" "$TARGETARCH") \
+    && echo "TensorFlow: $tf" \
+    && sed -i "s/\"tensorflow>=/\"$tf>=/" pyproject.toml \
+    && grep -qF "\"$tf>=" pyproject.toml \
+    && mkdir /deps \
+    && python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"], sep="\n")' \
+        >/deps/requirements.txt
 COPY bot bot
 COPY cli cli
 COPY config config
@@ -20,10 +29,6 @@ COPY service service
 COPY storage storage
 RUN test -f model/shipped/model.weights.h5 \
         || { echo "model/shipped/ has no model.weights.h5: put the trained model there first" >&2; exit 1; } \
-    && tf=$(sh docker/tensorflow.sh "$TF_VARIANT" "$TARGETARCH") \
-    && echo "TensorFlow: $tf" \
-    && sed -i "s/\"tensorflow>=/\"$tf>=/" pyproject.toml \
-    && grep -qF "\"$tf>=" pyproject.toml \
     && pip wheel --no-cache-dir --no-deps --wheel-dir /dist . \
     && python -m zipfile -l /dist/cervantes-*.whl | grep "model/shipped/model.weights.h5"
 
@@ -36,11 +41,14 @@ ENV PYTHONUNBUFFERED=1 \
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin cervantes \
     && mkdir /data \
     && chown cervantes:cervantes /data
-# the pins (docker/lock.sh writes them; `make lock`); a dependency they lack still installs, unpinned
+# the dependencies at the pinned versions (docker/lock.sh writes them: `make lock`; one they lack still
+# installs, unpinned), then the wheel: a change to the code alone rebuilds from here
 COPY docker/constraints.txt /tmp/constraints.txt
+COPY --from=builder /deps/requirements.txt /tmp/requirements.txt
+RUN pip install --no-cache-dir --constraint /tmp/constraints.txt --requirement /tmp/requirements.txt
 COPY --from=builder /dist/ /tmp/dist/
 RUN pip install --no-cache-dir --constraint /tmp/constraints.txt /tmp/dist/cervantes-*.whl \
-    && rm -rf /tmp/dist /tmp/constraints.txt
+    && rm -rf /tmp/dist /tmp/constraints.txt /tmp/requirements.txt
 WORKDIR /home/cervantes
 USER 10001:10001
 # the database (and its -wal, -shm and .status.json files) lives here: mount a volume
