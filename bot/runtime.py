@@ -35,9 +35,9 @@ def _choose_device(device: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def open_runtime(config: Config, warm: bool = False) -> AsyncIterator[Runtime]:
+async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
     """Load the model, start the generation worker, open the database; close all on the way out.
-    `warm`: compile every batch shape before returning (what `serve` does; tens of seconds on 2 cores)."""
+    (`serve` then compiles every other batch shape: GenerationService.warm.)"""
     from model import bundle
     from model.sampler import Sampler
 
@@ -50,9 +50,7 @@ async def open_runtime(config: Config, warm: bool = False) -> AsyncIterator[Runt
         chunk_steps=g.chunk_steps, queue_size=g.queue_size, request_timeout_s=g.request_timeout_s,
         max_seed_chars=config.chat.max_seed_chars, strip_accents=loaded.hp.strip_accents, top_k=g.top_k)
     async with service, await Storage.open(config.storage.path, keep_days=config.storage.keep_days) as storage:
-        if warm:  # compile every shape the worker can use now (XLA), rather than in some user's reply
-            await service.warm()
-        else:  # the shapes of one lone request, as most tests need
-            await service.generate("En un lugar de la Mancha", length=g.chunk_steps + 1)
+        # the shapes of one lone request now (XLA), rather than in a user's first reply
+        await service.generate("En un lugar de la Mancha", length=g.chunk_steps + 1)
         commands = Commands(service, storage, config.chat, loaded.model_id)
         yield Runtime(config, service, storage, commands, loaded.model_id)

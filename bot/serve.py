@@ -46,7 +46,9 @@ async def serve(config: Config, environ, console_chat_id: str = "local") -> None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with open_runtime(config, warm=True) as runtime, metrics.serving(config.metrics, runtime.service):
+    async with open_runtime(config) as runtime, metrics.serving(config.metrics, runtime.service):
+        if not await _warm(runtime, stop):
+            return  # stopped while compiling
         adapters = _adapters(runtime, environ)
         if not adapters:
             await _console(runtime, console_chat_id, stop)
@@ -67,6 +69,22 @@ async def serve(config: Config, environ, console_chat_id: str = "local") -> None
                 keeping.cancel()  # removes the status file: health says serve is not running
                 await asyncio.gather(keeping, return_exceptions=True)
             await _stop_all(started)
+
+
+async def _warm(runtime, stop: asyncio.Event) -> bool:
+    """Compile every batch shape the worker can use (XLA) before anyone is answered, so no reply
+    waits for a compilation; False when a stop comes first (a compilation under way ends on its own)."""
+    warming = asyncio.ensure_future(runtime.service.warm())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({warming, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not warming.done():
+        warming.cancel()
+        await asyncio.gather(warming, return_exceptions=True)
+        return False
+    warming.result()
+    log.info("compiled the model for batches of %s", ", ".join(map(str, runtime.service.shapes())))
+    return True
 
 
 async def _console(runtime, chat_id: str, stop: asyncio.Event) -> None:
