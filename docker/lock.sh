@@ -6,9 +6,9 @@
 # 2. The other two builds resolved under those pins (pip --dry-run, nothing installed): tensorflow on
 #    arm64 and tensorflow[and-cuda] on amd64 add what they need (tensorflow itself, the CUDA wheels).
 #
-# Needs Python 3.11 on Linux (the image's; markers depend on it) and the package index:
-#   docker/lock.sh                      # or PYTHON=python3.11 docker/lock.sh
-#   docker run --rm --network host -v "$PWD:/src" -w /src python:3.11-slim-bookworm docker/lock.sh
+# Needs Python 3.11 on Linux with its venv module (the image's Python; markers depend on it) and the
+# package index, as pip is configured here (a local index or constraints in pip.conf change the result):
+#   make lock        # or: PYTHON=python3.11 docker/lock.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
