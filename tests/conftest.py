@@ -59,6 +59,16 @@ def tiny_model_dir(tmp_path_factory, tiny_network, tiny_vocab) -> Path:
     return bundle.save(tmp_path_factory.mktemp("tiny-model"), tiny_network, tiny_vocab)
 
 
+class Clock:
+    """A monotonic clock that moves only when a test sets `now`."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 TELEGRAM_BOT_USERNAME = "CervantesTestBot"
 
 

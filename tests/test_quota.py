@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 from bot.quota import Quota
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from conftest import Clock
 
 
 def test_over_the_limit_one_notice_then_silence_until_the_window_ends():

@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.ratelimit import RateLimiter
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from conftest import Clock
 
 
 def test_at_most_n_a_sliding_minute():

@@ -22,9 +22,9 @@ from bot import messages
 from bot.commands import ChatKey
 from bot import telegram_outbox
 from bot.telegram_adapter import TelegramOutput, split
-from config import ChatSection, Config, GenerationSection, ModelSection, StorageSection, TelegramSection
+from config import ChatSection, Config, GenerationSection, ModelSection, TelegramSection
 from telegram_emulator.emulator import free_port
-from telegram_emulator.peer import LENGTH, running_bot
+from telegram_emulator.peer import LENGTH, bot_config, running_bot
 
 sys.path.append(str(Path(__file__).resolve().parent.parent))  # benchmarks/ holds scripts, not an installed package
 from benchmarks import telegram_load  # noqa: E402
@@ -35,13 +35,9 @@ EDIT_INTERVAL_S = 0.3
 
 @pytest.fixture
 def config(emulator, tiny_model_dir, tmp_path) -> Config:
-    return dataclasses.replace(
-        Config(),
-        model=ModelSection(path=str(tiny_model_dir), device="cpu"),
-        storage=StorageSection(path=str(tmp_path / "cervantes.db")),
-        generation=GenerationSection(chunk_steps=10),
-        chat=ChatSection(length=LENGTH, min_length=10, rate_limit_per_minute=0),
-        telegram=TelegramSection(base_url=f"{emulator}/bot", edit_interval_s=EDIT_INTERVAL_S))
+    return bot_config(emulator, tiny_model_dir, tmp_path,
+                      ChatSection(length=LENGTH, min_length=10, rate_limit_per_minute=0),
+                      edit_interval_s=EDIT_INTERVAL_S)
 
 
 @pytest.fixture

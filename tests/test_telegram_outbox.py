@@ -9,7 +9,6 @@ on a fake bot.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -21,21 +20,15 @@ sys.path.append(str(Path(__file__).resolve().parent.parent))  # benchmarks/ hold
 from benchmarks.telegram_load import seed_of  # noqa: E402
 from bot import messages
 from bot.telegram_outbox import EDIT, FINAL, FIRST_POST, Limits, Outbox, Window
-from config import ChatSection, Config, GenerationSection, ModelSection, StorageSection, TelegramSection
+from config import ChatSection, Config
 from storage import ChatKey
-from telegram_emulator.peer import LENGTH, running_bot
+from telegram_emulator.peer import LENGTH, bot_config, running_bot
 
 
 @pytest.fixture
 def config(emulator, tiny_model_dir, tmp_path) -> Config:
     """The bot with its default limits (12 commands a minute per chat, 6 per member in a group)."""
-    return dataclasses.replace(
-        Config(),
-        model=ModelSection(path=str(tiny_model_dir), device="cpu"),
-        storage=StorageSection(path=str(tmp_path / "cervantes.db")),
-        generation=GenerationSection(chunk_steps=10),
-        chat=ChatSection(length=LENGTH, min_length=10),
-        telegram=TelegramSection(base_url=f"{emulator}/bot"))
+    return bot_config(emulator, tiny_model_dir, tmp_path, ChatSection(length=LENGTH, min_length=10))
 
 
 async def _everything(peer) -> dict[int, list[str]]:

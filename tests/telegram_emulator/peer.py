@@ -6,6 +6,7 @@ Shared by the Telegram tests (tests/test_telegram.py, tests/test_telegram_outbox
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import contextlib
 import time
 
@@ -14,9 +15,20 @@ import pytest
 
 from bot.runtime import open_runtime
 from bot.telegram_adapter import TelegramAdapter
-from config import Config
+from config import ChatSection, Config, GenerationSection, ModelSection, StorageSection, TelegramSection
 
 LENGTH = 60  # characters each /cervantes writes in the tests
+
+
+def bot_config(emulator: str, model_dir, tmp_path, chat: ChatSection, **telegram) -> Config:
+    """The bot as the Telegram tests run it: the tiny model, a fresh database, the emulator."""
+    return dataclasses.replace(
+        Config(),
+        model=ModelSection(path=str(model_dir), device="cpu"),
+        storage=StorageSection(path=str(tmp_path / "cervantes.db")),
+        generation=GenerationSection(chunk_steps=10),
+        chat=chat,
+        telegram=TelegramSection(base_url=f"{emulator}/bot", **telegram))
 
 
 class Peer:
