@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import time
 from typing import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
@@ -26,8 +25,7 @@ from telegram.request import HTTPXRequest
 
 from bot.commands import ChatKey, Commands
 from bot.parsing import COMMANDS, parse
-from bot.telegram_outbox import Outbox, Reply
-from bot.telegram_outbox import split  # noqa: F401  (tests and callers cut replies as the outbox does)
+from bot.telegram_outbox import TOKEN, Outbox, Reply, describe
 from config import TelegramSection
 from storage import StorageError
 
@@ -36,21 +34,13 @@ log = logging.getLogger(__name__)
 CONNECTED_WITHIN_S = 45.0  # a long poll lasts 10 s: no good answer for this long is not connected
 CONFLICT_LIMIT_S = 60.0  # another instance polling this long (409): this one gives up
 STOP_GRACE_S = 3.0  # at a stop, replies still queued get this long to go out (docker stop allows 10 s)
-_TOKEN = re.compile(r"\d{5,}:[A-Za-z0-9_-]{20,}")
-
-
-def _describe(exc: BaseException) -> str:
-    """An error for the logs, with anything shaped like a bot token blanked."""
-    return _TOKEN.sub("<token>", f"{type(exc).__name__}: {exc}")
-
-
 class _HideTokens(logging.Filter):
     """Blanks bot tokens in the records of the loggers that print request URLs (the token is in them)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if _TOKEN.search(message):
-            record.msg, record.args = _TOKEN.sub("<token>", message), ()
+        if TOKEN.search(message):
+            record.msg, record.args = TOKEN.sub("<token>", message), ()
         return True
 
 
@@ -212,7 +202,7 @@ class TelegramAdapter:
             try:
                 await self.stop()
             except Exception as exc:  # the first error is the one to report
-                log.warning("telegram adapter did not stop cleanly: %s", _describe(exc))
+                log.warning("telegram adapter did not stop cleanly: %s", describe(exc))
             raise
         log.info("telegram bot @%s receiving updates by %s", app.bot.username, self.config.mode)
 
@@ -234,7 +224,7 @@ class TelegramAdapter:
         try:
             await self.application.bot.set_my_commands(menu)
         except TelegramError as exc:  # the bot works without its menu
-            log.warning("setMyCommands failed: %s", _describe(exc))
+            log.warning("setMyCommands failed: %s", describe(exc))
 
     async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if self.config.mode == "webhook":
@@ -277,9 +267,9 @@ class TelegramAdapter:
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         error = context.error
         if isinstance(error, TelegramError):
-            log.warning("telegram: %s", _describe(error))
+            log.warning("telegram: %s", describe(error))
         else:
-            log.error("telegram handler failed: %s", _describe(error), exc_info=error)
+            log.error("telegram handler failed: %s", describe(error), exc_info=error)
 
 
 def _summary(docstring: str) -> str:

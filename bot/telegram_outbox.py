@@ -30,6 +30,7 @@ import collections
 import contextlib
 import logging
 import math
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -112,9 +113,12 @@ def split(text: str, limit: int = MAX_UNITS) -> list[str]:
     return split_units(text, limit, utf16_units)
 
 
+TOKEN = re.compile(r"\d{5,}:[A-Za-z0-9_-]{20,}")  # what a bot token looks like
+
+
 def describe(exc: BaseException) -> str:
-    """An error for the logs. Tokens never reach it: PTB's errors carry no URL."""
-    return f"{type(exc).__name__}: {exc}"
+    """An error for the logs, with anything shaped like a bot token blanked."""
+    return TOKEN.sub("<token>", f"{type(exc).__name__}: {exc}")
 
 
 def retry_after_s(exc: RetryAfter) -> float:
@@ -156,6 +160,7 @@ class Reply:
         self.started = started
         self.seq = seq  # arrival order, across chats: older replies go first within a priority
         self.text = ""
+        self.parts = [""]  # split(text): the messages it takes, worked out once per change
         self.complete = False
         self.posted: list[list] = []  # per message of the reply: [message_id, text shown]
         self.first_s: float | None = None  # when the first text became visible
@@ -168,7 +173,7 @@ class Reply:
 
     def grow(self, text: str) -> None:
         if text != self.text:
-            self.text = text
+            self.text, self.parts = text, split(text)
             self.outbox.wake()
 
     def finish(self) -> None:
@@ -176,13 +181,12 @@ class Reply:
         self.outbox.wake()
 
     def delivered(self) -> bool:
-        parts = split(self.text)
-        return self.complete and len(self.posted) >= len(parts) and all(
-            shown == part for (_, shown), part in zip(self.posted, parts))
+        return self.complete and len(self.posted) >= len(self.parts) and all(
+            shown == part for (_, shown), part in zip(self.posted, self.parts))
 
     def next_request(self, may_stream: bool) -> _Request | None:
         """What this reply needs next, or None while there is nothing to send yet."""
-        parts = split(self.text)
+        parts = self.parts
         for i, part in enumerate(parts):
             settled = self.complete or i < len(parts) - 1  # this message's text is final
             if not part.strip():  # Telegram refuses blank messages

@@ -35,6 +35,7 @@ from config import ChatSection, Config, MetricsSection, ModelSection, StorageSec
 from cli.main import main
 from service.generation import Busy
 from storage import ChatKey, Continuation, Storage
+from test_commands import Recorder
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # this project's venv
@@ -244,17 +245,6 @@ async def test_serve_keeps_the_status_file_and_the_metrics_endpoint(tmp_path, ti
 
 
 # --- metrics --------------------------------------------------------------------------------------
-
-class Recorder:
-    def __init__(self):
-        self.replies: list[str] = []
-
-    async def send(self, text: str) -> None:
-        self.replies.append(text)
-
-    async def stream(self, pieces) -> None:
-        self.replies.append("".join([p async for p in pieces]))
-
 
 async def test_metrics_count_requests_characters_and_latency(tmp_path, tiny_model_dir, monkeypatch):
     config = Config(model=ModelSection(path=str(tiny_model_dir)),

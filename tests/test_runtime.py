@@ -6,17 +6,7 @@ from bot.parsing import parse
 from bot.runtime import open_runtime
 from config import ChatSection, Config, GenerationSection, ModelSection, StorageSection
 from storage import ChatKey
-
-
-class Recorder:
-    def __init__(self):
-        self.replies: list[str] = []
-
-    async def send(self, text: str) -> None:
-        self.replies.append(text)
-
-    async def stream(self, pieces) -> None:
-        self.replies.append("".join([p async for p in pieces]))
+from test_commands import Recorder
 
 
 async def test_top_k_1_makes_temperature_2_as_greedy(tmp_path, tiny_model_dir):

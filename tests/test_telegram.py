@@ -21,7 +21,8 @@ import pytest
 from bot import messages
 from bot.commands import ChatKey
 from bot import telegram_outbox
-from bot.telegram_adapter import TelegramOutput, split
+from bot.telegram_adapter import TelegramOutput
+from bot.telegram_outbox import split
 from config import ChatSection, Config, GenerationSection, ModelSection, TelegramSection
 from telegram_emulator.emulator import free_port
 from telegram_emulator.peer import LENGTH, bot_config, running_bot
