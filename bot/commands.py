@@ -2,6 +2,9 @@
 
 An adapter turns a message into a `Command` (bot.parsing), calls `Commands.run(chat, command, out)`
 and implements `Output`: how to send a reply, and how to show a reply that is still being written.
+
+Every generated reply is stored with an id (storage.StoredReply); the adapter shows the buttons of
+bot.buttons under it, and a press comes back as `/continuar <id>` or `/otra <id>`.
 """
 
 from __future__ import annotations
@@ -25,12 +28,25 @@ log = logging.getLogger("cervantes.requests")
 TAIL_CHARS = 500  # text kept per chat to re-prime a new model after a retraining
 
 
+class Written:
+    """A generated reply as it is written: its pieces, then `reply_id` (set once the reply is
+    stored, before the last piece; None if it could not be) names it in its buttons."""
+
+    def __init__(self):
+        self.pieces: AsyncIterator[str] | None = None
+        self.reply_id: int | None = None
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self.pieces
+
+
 class Output(Protocol):
     async def send(self, text: str) -> None:
         """Send a complete reply."""
 
-    async def stream(self, pieces: AsyncIterator[str]) -> None:
-        """Show a reply that grows as pieces arrive; the reply is all pieces joined."""
+    async def stream(self, pieces: Written) -> None:
+        """Show a reply that grows as pieces arrive; the reply is all pieces joined. Once they end,
+        `pieces.reply_id`, when set, gets the buttons (bot.buttons) under the final text."""
 
 
 class _Unusable(Exception):
@@ -55,7 +71,8 @@ class Commands:
         self._order: dict[ChatKey, _Turn] = {}  # one command at a time per chat, in arrival order
         self._records: set[asyncio.Task] = set()  # log lines waiting for their reply's delivery
         self._handlers = {
-            "cervantes": self.cervantes, "continuar": self.continuar, "temperatura": self.temperatura,
+            "cervantes": self.cervantes, "continuar": self.continuar, "otra": self.otra,
+            "temperatura": self.temperatura,
             "longitud": self.longitud, "olvidar": self.olvidar, "ayuda": self.ayuda, "start": self.ayuda,
         }
 
@@ -106,6 +123,11 @@ class Commands:
 
     async def continuar(self, chat: ChatKey, argument: str, out: Output) -> None:
         """Sigue escribiendo justo donde lo dejó."""
+        if argument:  # a button, a reply to one of the bot's texts, or /continuar N: that text
+            reply = await self._reply(chat, argument, out)
+            if reply is not None:
+                await self._go_on(chat, out, "continuar", reply.end)
+            return
         try:
             stored = await self.storage.get_continuation(chat)
         except StorageError as exc:
@@ -115,26 +137,59 @@ class Commands:
         if stored is None:
             await out.send(messages.NOTHING_TO_CONTINUE)
             return
-        if stored.model_id != self.model_id:  # another model's state means nothing to this one
-            await self._generate(chat, out, "continuar", seed=stored.tail, show_seed=False,
-                                 note=messages.MODEL_CHANGED, previous_tail=stored.tail)
+        await self._go_on(chat, out, "continuar", stored)
+
+    async def otra(self, chat: ChatKey, argument: str, out: Output) -> None:
+        """Escribe otra versión de un texto: la misma semilla, nuevo azar."""
+        reply = await self._reply(chat, argument, out)
+        if reply is None:
+            return
+        if reply.seed is not None:
+            await self._generate(chat, out, "otra", seed=reply.seed)
         else:
-            try:
-                await self._generate(chat, out, "continuar", state=stored.state, last_char=stored.last_char,
-                                     previous_tail=stored.tail, random_seed=stored.random_seed,
-                                     position=stored.position)
-            except _Unusable as exc:  # a damaged row: go on from its text instead, which saves a good one
-                logging.getLogger(__name__).warning("stored state of chat %s unusable (%s): re-reading its text",
-                                                    chat.tag, exc)
-                if not stored.tail.strip():
-                    await out.send(messages.NOTHING_TO_CONTINUE)
-                    return
-                await self._generate(chat, out, "continuar", seed=stored.tail, show_seed=False,
-                                     previous_tail=stored.tail)
+            await self._go_on(chat, out, "otra", reply.start, same_stream=False)
+
+    async def _reply(self, chat: ChatKey, argument: str, out: Output):
+        """The stored reply an argument names (its id), or None once the user has been told why not."""
+        reply_id = parse_int(argument)
+        if reply_id is None or reply_id <= 0:
+            await out.send(messages.CONTINUE_WHICH)
+            return None
+        try:
+            reply = await self.storage.get_reply(chat, reply_id)
+        except StorageError as exc:
+            logging.getLogger(__name__).warning("reply of chat %s not read: %s", chat.tag, exc)
+            await out.send(messages.CONTINUATION_NOT_READ)
+            return None
+        if reply is None:
+            await out.send(messages.REPLY_FORGOTTEN)
+        return reply
+
+    async def _go_on(self, chat: ChatKey, out: Output, name: str, point: Continuation,
+                     same_stream: bool = True) -> None:
+        """Write on from a stored point: with its random stream (`same_stream`) or a new one."""
+        if point.model_id != self.model_id:  # another model's state means nothing to this one
+            await self._generate(chat, out, name, seed=point.tail, show_seed=False,
+                                 note=messages.MODEL_CHANGED, start=point)
+            return
+        try:
+            await self._generate(chat, out, name, state=point.state, last_char=point.last_char, start=point,
+                                 random_seed=point.random_seed if same_stream else None,
+                                 position=point.position if same_stream else 0)
+        except _Unusable as exc:  # a damaged row: go on from its text instead, which saves a good one
+            logging.getLogger(__name__).warning("stored state of chat %s unusable (%s): re-reading its text",
+                                                chat.tag, exc)
+            if not point.tail.strip():
+                await out.send(messages.NOTHING_TO_CONTINUE)
+                return
+            await self._generate(chat, out, name, seed=point.tail, show_seed=False, start=point)
 
     async def _generate(self, chat: ChatKey, out: Output, name: str, seed: str | None = None,
                         state=None, last_char=None, show_seed: bool = True, note: str = "",
-                        previous_tail: str = "", random_seed: int | None = None, position: int = 0) -> None:
+                        start: Continuation | None = None, random_seed: int | None = None,
+                        position: int = 0) -> None:
+        """Write a reply: from `seed` (shown unless `show_seed` is False), or from a `state`; `start`
+        is the stored point it goes on from (None: a new text from `seed`)."""
         settings, unread = await self._settings(chat)
         note = "\n".join(n for n in (note, unread) if n)
         temperature = settings.temperature if settings.temperature is not None else self.chat.temperature
@@ -153,7 +208,10 @@ class Commands:
                 raise
             raise _Unusable(str(exc)) from None
         outcome = {"status": "ok"}
-        await out.stream(self._pieces(chat, stream, show_seed, note, previous_tail, outcome))
+        written = Written()
+        written.pieces = self._pieces(chat, stream, show_seed, note, outcome, written,
+                                      seed=(seed or "") if start is None else None, start=start)
+        await out.stream(written)
         result = getattr(stream, "result", None)
         fields = {
             "platform": chat.platform, "chat": chat.tag, "command": name, "outcome": outcome["status"],
@@ -168,8 +226,8 @@ class Commands:
             self._records.add(task)
             task.add_done_callback(self._records.discard)
 
-    async def _pieces(self, chat: ChatKey, stream, show_seed: bool, note: str, previous_tail: str,
-                      outcome: dict) -> AsyncIterator[str]:
+    async def _pieces(self, chat: ChatKey, stream, show_seed: bool, note: str, outcome: dict,
+                      written: Written, seed: str | None, start: Continuation | None) -> AsyncIterator[str]:
         """The reply as it is written: the seed, the new text, then any notes. Never raises."""
         produced = []
         try:
@@ -197,11 +255,11 @@ class Commands:
         if show_seed and result.truncated:
             notes.append(messages.TRUNCATED.format(n=self.chat.max_seed_chars))
         # the text so far: a new seed starts it afresh; a continuation (or a re-prime) extends it
-        tail = ((result.seed if show_seed else previous_tail) + result.text)[-TAIL_CHARS:]
+        tail = ((result.seed if start is None else start.tail) + result.text)[-TAIL_CHARS:]
+        end = Continuation(state=result.state, model_id=self.model_id, last_char=result.last_char, tail=tail,
+                           random_seed=result.random_seed, position=result.position)
         try:
-            await self.storage.save_continuation(chat, Continuation(
-                state=result.state, model_id=self.model_id, last_char=result.last_char, tail=tail,
-                random_seed=result.random_seed, position=result.position))
+            written.reply_id = await self.storage.save_reply(chat, end, seed=seed, start=start)
         except StorageError:
             logging.getLogger(__name__).exception("continuation not saved for chat %s", chat.tag)
             notes.append(messages.NOT_SAVED)

@@ -2,15 +2,18 @@
 
 Typed or piped, it is the same bot: the same commands, the same database, so settings and
 /continuar survive a restart. A line that is not a command is taken as a seed for /cervantes.
+Each generated reply ends with its number and what the buttons of a chat do with it:
+"[3] /continuar 3 · /otra 3".
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from typing import AsyncIterator, TextIO
+from typing import TextIO
 
-from bot.commands import ChatKey, Commands
+from bot.buttons import LABELS
+from bot.commands import ChatKey, Commands, Written
 from bot.parsing import Command, parse
 
 WELCOME = "Cervantes en la consola. Escribe /ayuda para ver los comandos; Ctrl-D para salir."
@@ -23,10 +26,13 @@ class ConsoleOutput:
     async def send(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
-    async def stream(self, pieces: AsyncIterator[str]) -> None:
+    async def stream(self, pieces: Written) -> None:
         async for piece in pieces:
             print(piece, end="", file=self.out, flush=True)
         print(file=self.out, flush=True)
+        if pieces.reply_id is not None:  # the console's buttons
+            n = pieces.reply_id
+            print(f"[{n}] " + " · ".join(f"/{action} {n}" for action in LABELS), file=self.out, flush=True)
 
 
 async def run(commands: Commands, chat_id: str = "local", stdin: TextIO = sys.stdin,

@@ -32,5 +32,9 @@ TIMEOUT = "Se me ha ido el santo al cielo y no he terminado a tiempo. Inténtalo
 FAILED = "Algo ha fallado mientras escribía; lo siento. Inténtalo de nuevo en un momento."
 NOT_SAVED = "(No he podido guardar el estado de este chat ahora mismo: /continuar quizá no funcione.)"
 SETTINGS_NOT_READ = "(No he podido leer los ajustes de este chat: escribo con los de siempre.)"
+REPLY_FORGOTTEN = ("Ya no recuerdo ese texto: guardo solo los últimos de cada chat. Empieza otro con "
+                   "/cervantes <semilla>, por ejemplo: /cervantes Sancho dijo")
+CONTINUE_WHICH = ("Para seguir un texto anterior, responde a él con /continuar o pulsa su botón «Continuar». "
+                  "Sin más, /continuar sigue el último.")
 CONTINUATION_NOT_READ = "No puedo leer ahora dónde lo dejé. Empieza de nuevo con /cervantes <semilla>, o inténtalo más tarde."
 SETTING_NOT_SAVED = "No he podido guardar el cambio ahora mismo. Inténtalo de nuevo más tarde."

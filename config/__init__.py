@@ -46,6 +46,7 @@ class CorpusSection:
 class StorageSection:
     path: str = "cervantes.db"  # SQLite file with every chat's settings and continuation
     keep_days: int = 90  # a chat idle this many days is deleted; 0 keeps chats until /olvidar
+    replies_per_chat: int = 50  # replies per chat whose buttons still work; older ones are deleted
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,7 @@ RULES: dict[str, Rule] = {
     "corpus.extra": anything,
     "storage.path": filled,
     "storage.keep_days": whole(0),
+    "storage.replies_per_chat": whole(1),
     "generation.max_batch": whole(1),
     "generation.max_wait_ms": whole(0),
     "generation.chunk_steps": whole(1),

@@ -7,6 +7,7 @@ from storage.repository import (
     Settings,
     Storage,
     StorageError,
+    StoredReply,
 )
 
-__all__ = ["TAIL_CHARS", "ChatKey", "Continuation", "Settings", "Storage", "StorageError"]
+__all__ = ["TAIL_CHARS", "ChatKey", "Continuation", "Settings", "Storage", "StorageError", "StoredReply"]

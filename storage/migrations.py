@@ -65,6 +65,31 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE continuations ADD COLUMN random_seed INTEGER;
     ALTER TABLE continuations ADD COLUMN position INTEGER NOT NULL DEFAULT 0;
     """,
+    # 5: every reply's own state, so that its buttons (Continuar, Otra) work on it after others came,
+    # and after a restart. `id` names the reply in its buttons: AUTOINCREMENT never hands out an id
+    # twice, so a button left from a forgotten reply never finds a newer one. A reply that continued
+    # another keeps where it began (`start_*`, for Otra); one that began from a seed keeps the seed.
+    """
+    CREATE TABLE replies (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        platform        TEXT NOT NULL,
+        chat_id         TEXT NOT NULL,
+        state           BLOB NOT NULL,     -- where it stopped, as in continuations
+        units           INTEGER NOT NULL,
+        model_id        TEXT NOT NULL,
+        last_char       TEXT NOT NULL,
+        tail            TEXT NOT NULL,
+        updated_at      REAL NOT NULL,
+        random_seed     INTEGER,
+        position        INTEGER NOT NULL,
+        seed            TEXT,              -- the seed it began from, or NULL for a continuation
+        start_state     BLOB,              -- a continuation: the state it began from
+        start_model_id  TEXT,
+        start_last_char TEXT,
+        start_tail      TEXT
+    );
+    CREATE INDEX replies_by_chat ON replies (platform, chat_id, id);
+    """,
 )
 
 _GET_VERSION = "PRAGMA user_version"

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 TAIL_CHARS = 500  # characters of the text so far kept to re-prime when the model changed
 BUSY_TIMEOUT_MS = 5000  # how long a write waits for another process's lock before failing
 PRUNE_BATCH = 500  # idle chats deleted a transaction: the write lock is held a few ms at a time
+REPLIES_PER_CHAT = 50  # replies kept per chat for their buttons; older ones are deleted
 PRUNE_EVERY_S = 3600.0  # how often the background task looks for idle chats
 DAY_S = 86400.0
 _NOT_STARTED = "Storage is not started (await Storage.open(path) or start())"
@@ -92,6 +93,15 @@ class Continuation:
         object.__setattr__(self, "updated_at", float(self.updated_at))
 
 
+@dataclass(frozen=True, eq=False)
+class StoredReply:
+    """One reply the bot wrote, as its buttons need it: where it stopped, and where it began."""
+    id: int  # names the reply in its buttons; never reused
+    end: Continuation  # Continuar goes on from here
+    seed: str | None = None  # a reply to /cervantes: its seed (Otra writes from it again)
+    start: Continuation | None = None  # a continuation: where it began (Otra writes from there again)
+
+
 class _Unreadable(Exception):
     """A stored row that does not make sense; it is logged and deleted."""
 
@@ -120,7 +130,8 @@ class Storage:
 
     def __init__(self, path: str | os.PathLike, *, read_only: bool = False,
                  busy_timeout_ms: int = BUSY_TIMEOUT_MS, keep_days: int | None = None,
-                 prune_every_s: float = PRUNE_EVERY_S, clock=time.time):
+                 replies_per_chat: int = REPLIES_PER_CHAT, prune_every_s: float = PRUNE_EVERY_S,
+                 clock=time.time):
         if keep_days is not None and not (isinstance(keep_days, numbers.Integral)
                                           and not isinstance(keep_days, bool) and keep_days >= 0):
             raise ValueError(f"keep_days must be a whole number >= 0 or None, got {keep_days!r}")
@@ -129,6 +140,10 @@ class Storage:
         # chats idle longer than this many days are deleted; None (or 0): kept until /olvidar.
         # Only the bot passes it: a tool that opens the file (health, backup) never prunes.
         self.keep_days = int(keep_days) if keep_days else None
+        if not (isinstance(replies_per_chat, numbers.Integral) and not isinstance(replies_per_chat, bool)
+                and replies_per_chat >= 1):
+            raise ValueError(f"replies_per_chat must be a whole number >= 1, got {replies_per_chat!r}")
+        self.replies_per_chat = int(replies_per_chat)  # a chat's older replies are deleted
         self._prune_every_s = float(prune_every_s)
         self._clock = clock  # unix seconds, for `chats.last_active`; tests pass their own
         self._busy_timeout_ms = int(busy_timeout_ms)
@@ -284,6 +299,7 @@ class Storage:
         "continuations": "DELETE FROM continuations WHERE platform = ? AND chat_id = ? AND state IS ? "
                          "AND units IS ? AND model_id IS ? AND last_char IS ? AND tail IS ? "
                          "AND updated_at IS ? AND random_seed IS ? AND position IS ?",
+        "replies": "DELETE FROM replies WHERE platform = ? AND chat_id = ? AND id = ?",
     }
 
     def _discard(self, table: str, key: ChatKey, row: tuple, why: str) -> None:
@@ -386,19 +402,81 @@ class Storage:
 
     async def save_continuation(self, key: ChatKey | tuple[str, str | int], continuation: Continuation) -> None:
         key = _key(key)
-        c = continuation
-        blob = c.state.astype("<f4").tobytes()  # little-endian whatever the machine
         async with self._writing("save the continuation") as db, self._transaction(db):
-            await db.execute(self._UPSERT_CONTINUATION,
-                             (*key, blob, int(c.state.size), c.model_id, c.last_char, c.tail, c.updated_at,
-                              c.random_seed, int(c.position)))
+            await db.execute(self._UPSERT_CONTINUATION, (*key, *_continuation_columns(continuation)))
             await self._touch(db, key)
+
+    # --- replies, for their buttons -------------------------------------------------------------
+
+    _INSERT_REPLY = """
+        INSERT INTO replies (platform, chat_id, state, units, model_id, last_char, tail, updated_at,
+                             random_seed, position, seed, start_state, start_model_id, start_last_char,
+                             start_tail)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    """
+    # the chat's replies but its newest `replies_per_chat`
+    _PRUNE_REPLIES = """
+        DELETE FROM replies WHERE platform = ? AND chat_id = ? AND id <= (
+            SELECT id FROM replies WHERE platform = ? AND chat_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)
+    """
+
+    async def save_reply(self, key: ChatKey | tuple[str, str | int], end: Continuation, *,
+                         seed: str | None = None, start: Continuation | None = None) -> int:
+        """Store a finished reply; its id, for its buttons. In the same transaction it becomes the
+        chat's continuation (what /continuar goes on from), and the chat's replies beyond the newest
+        `replies_per_chat` are deleted."""
+        key = _key(key)
+        if (seed is None) == (start is None):
+            raise ValueError("a reply began either from a seed or from a start, not both nor neither")
+        start_columns = ((_blob(start.state), start.model_id, start.last_char, start.tail) if start
+                         else (None, None, None, None))
+        async with self._writing("save the reply") as db, self._transaction(db):
+            await db.execute(self._UPSERT_CONTINUATION, (*key, *_continuation_columns(end)))
+            cursor = await db.execute(self._INSERT_REPLY,
+                                      (*key, *_continuation_columns(end), seed, *start_columns))
+            reply_id = cursor.lastrowid
+            await db.execute(self._PRUNE_REPLIES, (*key, *key, self.replies_per_chat))
+            await self._touch(db, key)
+        return int(reply_id)
+
+    _SELECT_REPLY = """
+        SELECT state, units, model_id, last_char, tail, updated_at, random_seed, position, seed,
+               start_state, start_model_id, start_last_char, start_tail
+        FROM replies WHERE platform = ? AND chat_id = ? AND id = ?
+    """
+
+    async def get_reply(self, key: ChatKey | tuple[str, str | int], reply_id: int) -> StoredReply | None:
+        """The chat's reply `reply_id`; None once it was deleted (older than the chat's newest
+        `replies_per_chat`, /olvidar, retention), if it is another chat's, or if its row cannot be
+        read. StorageError when the database cannot be read at all."""
+        key = _key(key)
+        if not isinstance(reply_id, numbers.Integral) or isinstance(reply_id, bool) or not 0 < reply_id < 2**63:
+            return None
+        rows = await self._read("read a reply", self._SELECT_REPLY, (*key, int(reply_id)))
+        if not rows:
+            return None
+        row = rows[0]
+        try:
+            end = _continuation_from_row(*row[:8])
+            seed, start_state, start_model, start_last, start_tail = row[8:]
+            if seed is not None:
+                if not isinstance(seed, str):
+                    raise _Unreadable(f"seed is {type(seed).__name__}, not text")
+                return StoredReply(int(reply_id), end, seed=seed)
+            if not isinstance(start_state, bytes):
+                raise _Unreadable("neither a seed nor a start")
+            start = _continuation_from_row(start_state, len(start_state) // 4, start_model, start_last,
+                                           start_tail, end.updated_at)
+            return StoredReply(int(reply_id), end, start=start)
+        except _Unreadable as exc:
+            self._discard("replies", key, (int(reply_id),), str(exc))
+            return None
 
     # --- the chat as a whole, retention, and the file -------------------------------------------
 
     # The tables of what a chat said and chose, and every table keyed by chat (`chats` holds when it
     # was last active); a new table in storage.migrations belongs here too.
-    _DATA_TABLES = ("chat_settings", "continuations")
+    _DATA_TABLES = ("chat_settings", "continuations", "replies")
     _CHAT_TABLES = (*_DATA_TABLES, "chats")
     _FORGET = {table: f"DELETE FROM {table} WHERE platform = ? AND chat_id = ?" for table in _CHAT_TABLES}
     # OR IGNORE: a row whose new key is taken stays where it is (and is then deleted with the old chat)
@@ -514,6 +592,16 @@ class Storage:
         except StorageError as exc:
             log.warning("%s is not writable: %s", self.path, exc)
             return False
+
+
+def _blob(state: np.ndarray) -> bytes:
+    return state.astype("<f4").tobytes()  # little-endian whatever the machine
+
+
+def _continuation_columns(c: Continuation) -> tuple:
+    """state, units, model_id, last_char, tail, updated_at, random_seed, position."""
+    return (_blob(c.state), int(c.state.size), c.model_id, c.last_char, c.tail, c.updated_at,
+            c.random_seed, int(c.position))
 
 
 def _continuation_from_row(state, units, model_id, last_char, tail, updated_at, random_seed=None,

@@ -27,6 +27,7 @@ class Recorder:
     def __init__(self):
         self.replies: list[str] = []
         self.streamed: list[list[str]] = []
+        self.reply_ids: list[int | None] = []  # the id each generated reply's buttons carry
 
     async def send(self, text: str) -> None:
         self.replies.append(text)
@@ -35,6 +36,7 @@ class Recorder:
         got = [p async for p in pieces]
         self.streamed.append(got)
         self.replies.append("".join(got))
+        self.reply_ids.append(pieces.reply_id)
 
     @property
     def last(self) -> str:
@@ -132,6 +134,66 @@ async def test_settings_and_continuation_survive_a_restart(tiny_sampler, db_path
     async with bot(tiny_sampler, db_path) as c:
         assert "es 0." in await say(c, "/temperatura")
         assert await say(c, "/continuar") == expected.text
+
+
+async def written(commands: Commands, text: str, chat: ChatKey = CHAT) -> tuple[str, int]:
+    """A generated reply and the id its buttons carry."""
+    out = Recorder()
+    await commands.run(chat, parse(text), out)
+    assert out.reply_ids == [out.reply_ids[-1]] and out.reply_ids[-1] is not None, out.replies
+    return out.last, out.reply_ids[-1]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+async def test_continuing_any_earlier_reply_after_a_restart_is_exact(tiny_sampler, db_path, temperature):
+    """Continuar on an old reply gives what /continuar right after it gave, greedy or sampled."""
+    chat = dataclasses.replace(SETTINGS, temperature=temperature, length=30)
+    async with bot(tiny_sampler, db_path, chat=chat) as c:
+        text, first = await written(c, "/cervantes Sancho dijo")
+        right_after = await say(c, "/continuar")  # the uninterrupted text: Sancho's, on and on
+        for seed in ("Dulcinea", "Rocinante", "la ínsula"):  # other replies come in between
+            await say(c, f"/cervantes {seed}")
+    async with bot(tiny_sampler, db_path, chat=chat) as c:  # a restart: new service, same file
+        later, later_id = await written(c, f"/continuar {first}")
+        assert later == right_after
+        again, _ = await written(c, f"/continuar {later_id}")  # and on from that one
+        whole = await c.service.generate("Sancho dijo", temperature=temperature, length=90,
+                                         random_seed=(await c.storage.get_reply(CHAT, first)).end.random_seed)
+    assert text + later + again == "Sancho dijo" + whole.text
+
+
+async def test_otra_writes_the_same_seed_again_with_new_randomness(tiny_sampler, db_path):
+    warm = dataclasses.replace(SETTINGS, temperature=1.0, length=60)
+    async with bot(tiny_sampler, db_path, chat=warm) as c:
+        text, first = await written(c, "/cervantes Sancho dijo")
+        others = {(await written(c, f"/otra {first}"))[0] for _ in range(3)}
+        assert all(o.startswith("Sancho dijo") and len(o) == len(text) for o in others)
+        assert len(others | {text}) > 1
+        # Otra of a continuation writes again from where that continuation began, without the seed
+        more, more_id = await written(c, f"/continuar {first}")
+        other, _ = await written(c, f"/otra {more_id}")
+        assert not other.startswith("Sancho") and len(other) == len(more) and other != more
+        # and it takes the chat's current length
+        await say(c, "/longitud 20")
+        assert len((await written(c, f"/otra {first}"))[0]) == len("Sancho dijo") + 20
+
+
+async def test_a_reply_past_the_retention_is_forgotten_politely(tiny_sampler, db_path):
+    async with GenerationService(tiny_sampler) as service, \
+            await Storage.open(db_path, replies_per_chat=2) as storage:
+        c = Commands(service, storage, SETTINGS, "tiny-1")
+        _, first = await written(c, "/cervantes Sancho")
+        await say(c, "/cervantes Dulcinea")
+        await say(c, "/cervantes Rocinante")
+        assert await say(c, f"/continuar {first}") == messages.REPLY_FORGOTTEN
+        assert await say(c, f"/otra {first}") == messages.REPLY_FORGOTTEN
+        assert await say(c, f"/continuar {first}", OTHER) == messages.REPLY_FORGOTTEN  # not the chat's
+        for bad in ("abc", "0", "-3", "1,5"):
+            assert await say(c, f"/continuar {bad}") == messages.CONTINUE_WHICH
+        assert await say(c, "/olvidar") == messages.FORGOTTEN
+        _, last = await written(c, "/cervantes Quijote")
+        await say(c, "/olvidar")
+        assert await say(c, f"/continuar {last}") == messages.REPLY_FORGOTTEN  # /olvidar took it too
 
 
 async def test_chats_never_see_each_other(tiny_sampler, db_path):

@@ -97,6 +97,53 @@ def test_continuation_keeps_only_the_tail():
         Continuation(np.full(4, np.nan, np.float32), "m", "a", "a")
 
 
+async def test_a_reply_keeps_where_it_stopped_and_where_it_began(storage):
+    first = await storage.save_reply(TG, continuation(seed=1), seed="Sancho dijo")
+    second = await storage.save_reply(TG, continuation(seed=2), start=continuation(seed=1))
+    assert second > first
+
+    got = await storage.get_reply(TG, first)
+    assert got.id == first and got.seed == "Sancho dijo" and got.start is None
+    assert np.array_equal(got.end.state, continuation(seed=1).state) and got.end.tail == TAIL
+    got = await storage.get_reply(TG, second)
+    assert got.seed is None and np.array_equal(got.start.state, continuation(seed=1).state)
+    assert got.start.model_id == "quijote-v1" and got.start.tail == TAIL
+    # the last reply is also the chat's continuation
+    assert np.array_equal((await storage.get_continuation(TG)).state, continuation(seed=2).state)
+
+    assert await storage.get_reply(DC, first) is None  # another chat cannot reach it
+    assert await storage.get_reply(TG, second + 1) is None
+    with pytest.raises(ValueError):
+        await storage.save_reply(TG, continuation())  # began from nothing
+
+
+async def test_only_the_newest_replies_of_each_chat_are_kept(db_path):
+    async with await Storage.open(db_path, replies_per_chat=3) as storage:
+        ids = [await storage.save_reply(TG, continuation(seed=i), seed=f"s{i}") for i in range(5)]
+        other = await storage.save_reply(DC, continuation(), seed="otro")
+        assert [await storage.get_reply(TG, i) is not None for i in ids] == [False, False, True, True, True]
+        assert (await storage.get_reply(DC, other)).seed == "otro"
+        assert keyed_rows(db_path, TG)["replies"] == 3
+
+
+async def test_a_forgotten_reply_id_is_never_handed_out_again(storage):
+    old = await storage.save_reply(TG, continuation(), seed="antes")
+    await storage.forget(TG)
+    new = await storage.save_reply(TG, continuation(), seed="después")
+    assert new != old and await storage.get_reply(TG, old) is None  # an old button finds nothing
+
+
+async def test_an_unreadable_reply_reads_as_none_and_is_deleted(db_path, caplog):
+    async with await Storage.open(db_path) as storage:
+        reply_id = await storage.save_reply(TG, continuation(), start=continuation(seed=3))
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE replies SET start_state = x'0102'")
+    async with await Storage.open(db_path) as storage:
+        assert await storage.get_reply(TG, reply_id) is None
+    assert "unreadable replies row" in caplog.text
+    assert count(db_path, "replies") == 0
+
+
 async def test_chats_never_see_each_other(storage):
     same_id_on_discord = ChatKey("discord", TG.chat_id)
     await storage.set_temperature(TG, 0.5)
@@ -127,8 +174,8 @@ async def test_concurrent_writes_do_not_interleave_transactions(storage):
 async def test_forget_removes_every_row_of_that_chat_only(storage, db_path):
     for key in (TG, DC):
         await storage.set_temperature(key, 0.9)
-        await storage.save_continuation(key, continuation())
-    assert set(keyed_rows(db_path, TG)) == {"chat_settings", "continuations", "chats"}
+        await storage.save_reply(key, continuation(), seed="Sancho")  # the chat's continuation too
+    assert set(keyed_rows(db_path, TG)) == {"chat_settings", "continuations", "chats", "replies"}
 
     assert await storage.forget(TG) is True
     assert all(n == 0 for n in keyed_rows(db_path, TG).values())
@@ -141,7 +188,7 @@ async def test_forget_removes_every_row_of_that_chat_only(storage, db_path):
 async def test_forgotten_text_is_gone_from_the_file_itself(db_path):
     secret = "El secreto de Sancho: la ínsula Barataria está en Alcalá"
     async with await Storage.open(db_path) as storage:
-        await storage.save_continuation(TG, continuation(tail=secret))
+        await storage.save_reply(TG, continuation(tail=secret), seed=secret)
         await storage.save_continuation(DC, continuation())
         await storage.forget(TG)
     # closed: checkpointed into the main file, the -wal removed; the deleted cells were zeroed
@@ -154,13 +201,14 @@ async def test_move_chat_takes_settings_and_continuation_to_the_new_chat(storage
     group, supergroup = ChatKey("telegram", "-4001"), ChatKey("telegram", "-1004001")
     await storage.set_temperature(group, 1.5)
     await storage.set_length(group, 120)
-    await storage.save_continuation(group, continuation(seed=1))
+    reply_id = await storage.save_reply(group, continuation(seed=1), seed="Sancho")
     await storage.set_temperature(DC, 0.3)  # another chat: untouched
 
     assert await storage.move_chat(group, ("telegram", -1004001)) is True
     assert await storage.get_settings(supergroup) == Settings(1.5, 120)
     moved = await storage.get_continuation(supergroup)
     assert np.array_equal(moved.state, continuation(seed=1).state) and moved.tail == TAIL
+    assert (await storage.get_reply(supergroup, reply_id)).seed == "Sancho"  # its buttons go on working
     assert all(n == 0 for n in keyed_rows(db_path, group).values())
     assert await storage.get_settings(DC) == Settings(0.3)
 
@@ -555,7 +603,7 @@ async def test_chats_idle_longer_than_keep_days_are_deleted(db_path):
     clock = Clock()
     async with await Storage.open(db_path, keep_days=90, clock=clock) as storage:
         await storage.set_temperature(TG, 0.5)
-        await storage.save_continuation(TG, continuation())
+        await storage.save_reply(TG, continuation(), seed="Sancho")
         await storage.set_length(DC, 100)
         quiet = ChatKey("discord", "777")
         await storage.set_length(quiet, 60)
