@@ -5,6 +5,11 @@ One handler reads every new text message, parses it (`/cervantes@ThisBot ...` in
 (bot/telegram_outbox.py), which delivers it within Telegram's flood limits: the handler never waits
 on Telegram. Replies are plain text (no parse_mode: a seed cannot inject formatting). A group that
 becomes a supergroup keeps its settings and continuation under the new chat id.
+
+Every generated reply carries the buttons of bot.buttons (an inline keyboard) with its final text.
+A press is answered at once (answerCallbackQuery, so the button stops spinning) and runs as the
+command it stands for; its reply answers the message pressed. `/continuar` sent as a reply to one
+of the bot's texts continues that text: its buttons name it.
 """
 
 from __future__ import annotations
@@ -17,14 +22,16 @@ import time
 from typing import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
-from telegram import BotCommand, Update
+from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ChatType
 from telegram.error import InvalidToken, TelegramError
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
+from telegram.ext import (AIORateLimiter, Application, ApplicationBuilder, CallbackQueryHandler, ContextTypes,
+                          MessageHandler, filters)
 from telegram.request import HTTPXRequest
 
-from bot.commands import ChatKey, Commands
-from bot.parsing import COMMANDS, parse
+from bot import buttons
+from bot.commands import ChatKey, Commands, Written
+from bot.parsing import COMMANDS, Command, parse
 from bot.telegram_outbox import TOKEN, Outbox, Reply, describe
 from config import TelegramSection
 from storage import StorageError
@@ -34,6 +41,9 @@ log = logging.getLogger(__name__)
 CONNECTED_WITHIN_S = 45.0  # a long poll lasts 10 s: no good answer for this long is not connected
 CONFLICT_LIMIT_S = 60.0  # another instance polling this long (409): this one gives up
 STOP_GRACE_S = 3.0  # at a stop, replies still queued get this long to go out (docker stop allows 10 s)
+# What Telegram delivers to the bot: nothing else reaches it, in polling and in webhook mode alike
+UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY, Update.INLINE_QUERY]
+
 class _HideTokens(logging.Filter):
     """Blanks bot tokens in the records of the loggers that print request URLs (the token is in them)."""
 
@@ -57,10 +67,11 @@ class TelegramOutput:
     the outbox and returns; `delivery` then resolves to how the delivery went."""
 
     def __init__(self, outbox: Outbox, chat_id: int, chat: ChatKey, move_chat: MoveChat | None = None,
-                 started: float | None = None, thread_id: int | None = None):
+                 started: float | None = None, thread_id: int | None = None, reply_to: int | None = None):
         self.outbox = outbox
         self.chat_id = chat_id
         self.thread_id = thread_id  # a forum topic: the reply goes there
+        self.reply_to = reply_to  # the message the reply answers (the one whose button was pressed)
         self.chat = chat
         self.move_chat = move_chat
         self.started = time.monotonic() if started is None else started
@@ -73,7 +84,7 @@ class TelegramOutput:
         reply.grow(text)
         reply.finish()
 
-    async def stream(self, pieces: AsyncIterator[str]) -> None:
+    async def stream(self, pieces: Written | AsyncIterator[str]) -> None:
         reply = self._reply()
         self._streaming = True
         text = ""
@@ -84,6 +95,9 @@ class TelegramOutput:
         finally:
             if not text.strip():  # Telegram refuses a blank message: show that nothing came
                 reply.grow(text + "…")
+            reply_id = getattr(pieces, "reply_id", None)
+            if reply_id is not None:
+                reply.markup = keyboard(reply_id)
             reply.finish()
             self._streaming = False
             if self._moved_from is not None:  # now that the continuation is saved under the old key
@@ -94,6 +108,7 @@ class TelegramOutput:
         reply = self.outbox.reply(self.chat_id, self.chat, self.started)
         reply.on_migrate = self._follow
         reply.thread_id = self.thread_id
+        reply.reply_to = self.reply_to
         self.delivery = reply.done
         return reply
 
@@ -152,6 +167,7 @@ class TelegramAdapter:
                              edit_interval_s=config.edit_interval_s, max_delivery_s=config.max_delivery_s)
         self.application.add_handler(MessageHandler(filters.TEXT & filters.UpdateType.MESSAGE, self._on_message))
         self.application.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self._on_migrate))
+        self.application.add_handler(CallbackQueryHandler(self._on_press))
         self.application.add_error_handler(self._on_error)
 
     @property
@@ -191,10 +207,10 @@ class TelegramAdapter:
                 await app.updater.start_webhook(
                     listen=self.config.listen, port=self.config.port,
                     url_path=urlsplit(self.config.webhook_url).path.lstrip("/"),
-                    webhook_url=self.config.webhook_url, allowed_updates=[Update.MESSAGE],
+                    webhook_url=self.config.webhook_url, allowed_updates=UPDATES,
                     secret_token=os.environ.get("TELEGRAM_WEBHOOK_SECRET") or None)
             else:
-                await app.updater.start_polling(allowed_updates=[Update.MESSAGE])
+                await app.updater.start_polling(allowed_updates=UPDATES)
             await app.start()
             self.outbox.start()
             self.last_ok = time.time()  # Telegram just answered getMe and the start-up calls
@@ -235,12 +251,32 @@ class TelegramAdapter:
             return
         if command.name not in COMMANDS and message.chat.type != ChatType.PRIVATE:
             return  # in a group, a command we do not know is likely another bot's
-        # a forum's topic is a chat of its own: its settings, its continuation, replies in it
-        thread = message.message_thread_id if message.is_topic_message else None
-        chat = ChatKey("telegram", f"{message.chat_id}:{thread}" if thread else str(message.chat_id))
+        chat, thread = _chat_of(message)
         in_group = message.chat.type != ChatType.PRIVATE
         user = str(message.from_user.id) if in_group and message.from_user else None
-        out = TelegramOutput(self.outbox, message.chat_id, chat, self.move_chat, thread_id=thread)
+        answered = message.reply_to_message
+        pressed = _pressed(answered, context.bot.id) if command.name in buttons.LABELS else None
+        if pressed is not None and not command.argument:  # /continuar as a reply to one of our texts
+            command = Command(command.name, pressed)
+        out = TelegramOutput(self.outbox, message.chat_id, chat, self.move_chat, thread_id=thread,
+                             reply_to=answered.message_id if pressed is not None else None)
+        await self.commands.run(chat, command, out, user=user)
+
+    async def _on_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A button under one of our texts: answered at once, then run as its command."""
+        query = update.callback_query
+        try:
+            await query.answer()  # not through the outbox: it writes nothing in the chat
+        except TelegramError as exc:  # too late, or Telegram unreachable: the press still counts
+            log.warning("answerCallbackQuery failed: %s", describe(exc))
+        command = buttons.command(query.data)
+        message = query.message
+        if command is None or not isinstance(message, Message):  # not ours, or a message too old to see
+            return
+        chat, thread = _chat_of(message)
+        user = str(query.from_user.id) if message.chat.type != ChatType.PRIVATE else None
+        out = TelegramOutput(self.outbox, message.chat_id, chat, self.move_chat, thread_id=thread,
+                             reply_to=message.message_id)
         await self.commands.run(chat, command, out, user=user)
 
     async def _on_migrate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -270,6 +306,31 @@ class TelegramAdapter:
             log.warning("telegram: %s", describe(error))
         else:
             log.error("telegram handler failed: %s", describe(error), exc_info=error)
+
+
+def keyboard(reply_id: int) -> InlineKeyboardMarkup:
+    """The buttons under a reply, in one row."""
+    return InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=data)
+                                  for label, data in buttons.buttons(reply_id)]])
+
+
+def _chat_of(message: Message) -> tuple[ChatKey, int | None]:
+    """The chat a message is in, and its forum topic: a topic is a chat of its own (its settings,
+    its continuation, the replies in it)."""
+    thread = message.message_thread_id if message.is_topic_message else None
+    return ChatKey("telegram", f"{message.chat_id}:{thread}" if thread else str(message.chat_id)), thread
+
+
+def _pressed(message: Message | None, bot_id: int) -> str | None:
+    """The reply id a message of ours names in its buttons; None for any other message."""
+    if message is None or message.from_user is None or message.from_user.id != bot_id:
+        return None
+    markup = message.reply_markup
+    for row in markup.inline_keyboard if markup else ():
+        for button in row:
+            if (command := buttons.command(button.callback_data)) is not None:
+                return command.argument
+    return None
 
 
 def _summary(docstring: str) -> str:

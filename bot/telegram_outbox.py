@@ -17,7 +17,10 @@ one worker task decides what goes out next:
   and edited as it grows, in private chats only: a group's 20 a minute are shared by all its members;
 - a post is repeated only when it certainly did not go through (refused, or it never left this
   machine), so nothing is ever posted twice;
-- a reply not delivered within `max_delivery_s` of its command is dropped, logged and counted.
+- a reply not delivered within `max_delivery_s` of its command is dropped, logged and counted;
+- a reply's buttons (an inline keyboard) go on its last message with its final text, never on an
+  intermediate edit; an edit that leaves reply_markup out removes a keyboard, so the final edit
+  carries it. A reply to a button press answers the message pressed (reply_parameters).
 
 Handlers never wait here: they hand their text over and return. python-telegram-bot's
 AIORateLimiter sits below as a safety net for the bot-wide and group limits (see TelegramAdapter).
@@ -38,6 +41,7 @@ from datetime import timedelta
 from typing import Awaitable, Callable
 
 import httpx
+from telegram import InlineKeyboardMarkup, ReplyParameters
 from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
 
 from bot import metrics
@@ -141,9 +145,10 @@ def maybe_done(exc: TelegramError) -> bool:
 @dataclass(frozen=True)
 class _Request:
     priority: int
-    action: str  # "post", "edit" or "typing"
+    action: str  # "post", "edit", "markup" (the buttons alone) or "typing"
     part: int  # which message of the reply
     text: str
+    markup: bool = False  # with the reply's buttons
 
 
 Migrated = Callable[[int], Awaitable[None]]  # the chat's new id; called once per reply
@@ -169,6 +174,9 @@ class Reply:
         self.damaged = False  # a message of it could not be edited to its final text
         self.on_migrate: Migrated | None = None
         self.thread_id: int | None = None  # the forum topic it answers in
+        self.reply_to: int | None = None  # the message its first message answers (a button's)
+        self.markup: InlineKeyboardMarkup | None = None  # buttons under the final text; set before finish()
+        self.marked = False  # the last message shows them
         self.done: asyncio.Future = asyncio.get_running_loop().create_future()
 
     def grow(self, text: str) -> None:
@@ -182,21 +190,25 @@ class Reply:
 
     def delivered(self) -> bool:
         return self.complete and len(self.posted) >= len(self.parts) and all(
-            shown == part for (_, shown), part in zip(self.posted, self.parts))
+            shown == part for (_, shown), part in zip(self.posted, self.parts)) and (
+            self.markup is None or self.marked)
 
     def next_request(self, may_stream: bool) -> _Request | None:
         """What this reply needs next, or None while there is nothing to send yet."""
         parts = self.parts
         for i, part in enumerate(parts):
             settled = self.complete or i < len(parts) - 1  # this message's text is final
+            buttons = self.complete and i == len(parts) - 1 and self.markup is not None
             if not part.strip():  # Telegram refuses blank messages
                 return None
             if i >= len(self.posted):
                 if settled:
-                    return _Request(FINAL, "post", i, part)
+                    return _Request(FINAL, "post", i, part, buttons)
                 return _Request(FIRST_POST, "post", i, part) if may_stream else None
             if self.posted[i][1] != part:
-                return _Request(FINAL if settled else EDIT, "edit", i, part)
+                return _Request(FINAL if settled else EDIT, "edit", i, part, buttons)
+            if buttons and not self.marked:  # the final text went out before its buttons were known
+                return _Request(FINAL, "markup", i, part, True)
         return None
 
 
@@ -385,15 +397,22 @@ class Outbox:
 
     async def _request(self, chat: _Chat, reply: Reply, request: _Request) -> None:
         bot, method = self.bot, {"post": "sendMessage", "edit": "editMessageText",
-                                 "typing": "sendChatAction"}[request.action]
+                                 "markup": "editMessageReplyMarkup", "typing": "sendChatAction"}[request.action]
+        buttons = {"reply_markup": reply.markup} if request.markup else {}
         try:
             if request.action == "post":
-                message = await bot.send_message(chat.chat_id, request.text, **self._topic(reply))
+                answering = {"reply_parameters": ReplyParameters(reply.reply_to, allow_sending_without_reply=True)
+                             } if request.part == 0 and reply.reply_to is not None else {}
+                message = await bot.send_message(chat.chat_id, request.text, **self._topic(reply), **buttons,
+                                                 **answering)
                 reply.posted.append([message.message_id, request.text])
             elif request.action == "edit":
                 await bot.edit_message_text(request.text, chat_id=chat.chat_id,
-                                            message_id=reply.posted[request.part][0])
+                                            message_id=reply.posted[request.part][0], **buttons)
                 reply.posted[request.part][1] = request.text
+            elif request.action == "markup":
+                await bot.edit_message_reply_markup(chat_id=chat.chat_id, message_id=reply.posted[request.part][0],
+                                                    **buttons)
             else:
                 await bot.send_chat_action(chat.chat_id, "typing", **self._topic(reply))
                 return
@@ -406,9 +425,11 @@ class Outbox:
         except BadRequest as exc:
             if "message is not modified" in exc.message.lower():
                 reply.posted[request.part][1] = request.text
-            elif request.action == "edit":  # the message is gone (deleted by a user): it stays as it was
+                reply.marked = reply.marked or request.markup
+            elif request.action in ("edit", "markup"):  # the message is gone (deleted by a user)
                 log.warning("%s refused for chat %s: %s", method, reply.chat.tag, describe(exc))
                 reply.posted[request.part][1] = request.text
+                reply.marked = reply.marked or request.markup
                 reply.damaged = True  # shown as far as Telegram allows: counted as partial
             elif request.action == "post":
                 log.warning("%s refused for chat %s: %s", method, reply.chat.tag, describe(exc))
@@ -437,6 +458,7 @@ class Outbox:
                 log.warning("%s failed for chat %s: %s", method, reply.chat.tag, describe(exc))
                 self._drop(chat, reply, "refused")
             return
+        reply.marked = reply.marked or request.markup
         if request.action == "post" and reply.first_s is None:
             reply.first_s = self.clock() - reply.started
         reply.failures = 0
@@ -471,7 +493,8 @@ class Outbox:
         chat.replies.clear()
         target.replies.extendleft(reversed(moved))
         for reply in moved:
-            reply.chat_id, reply.posted = new_id, []  # the old group's messages can no longer be edited
+            # the old group's messages can no longer be edited, nor answered
+            reply.chat_id, reply.posted, reply.marked, reply.reply_to = new_id, [], False, None
             if reply.on_migrate is not None:
                 await reply.on_migrate(new_id)
 

@@ -22,11 +22,21 @@
 //                                              ban of `seconds` (as if other bots' traffic filled it)
 //   POST /floodStats {token}                   what flood mode counted: requests, refused by scope,
 //                                              sent_into_pending, longest ban
+//   POST /press {token, chat_id, message_id, data, user_id}
+//                                              a user taps the inline button with that callback_data
+//                                              on that bot message: a callback_query update; its id
+//   POST /pressAnswers {token}                 each callback query: when made, how it was answered
+//
+// Inline keyboards (Bot API, "InlineKeyboardMarkup" and "editMessageText"): sendMessage,
+// editMessageText and editMessageReplyMarkup take reply_markup (callback_data 1-64 bytes, else 400
+// BUTTON_DATA_INVALID); a message's keyboard is part of it (the Message object returns it); an edit
+// "is not modified" only when both text and keyboard are unchanged; and editMessageText without
+// reply_markup removes the keyboard, as the real API does.
 //
 // Flood mode enforces the limits of the Bot API FAQ ("My bot is hitting limits, how do I avoid
 // this?", core.telegram.org/bots/faq), on every request that writes to a chat (FLOOD_METHODS:
-// sendMessage, editMessageText and sendChatAction; the FAQ counts edits like messages, and we count
-// chat actions too, to be safe), each rule a scope of its own:
+// sendMessage, editMessageText, editMessageReplyMarkup and sendChatAction; the FAQ counts edits like
+// messages, and we count chat actions too, to be safe), each rule a scope of its own:
 //   bot   "no more than 30 messages per second or so" across all chats: at most 30 in any 1 s window.
 //   chat  "avoid sending more than one message per second" in a chat, "we may allow short bursts":
 //         a bucket of CHAT_BURST (3) that refills one per second.
@@ -53,11 +63,29 @@ const BOT = {
 };
 const MAX_TEXT = 4096;
 
-const FLOOD_METHODS = new Set(['sendMessage', 'editMessageText', 'sendChatAction']);
+const FLOOD_METHODS = new Set(['sendMessage', 'editMessageText', 'editMessageReplyMarkup', 'sendChatAction']);
 const BOT_PER_SECOND = 30;
 const CHAT_BURST = 3;
 const GROUP_PER_MINUTE = 20;
 
+// Updates of kinds the package does not know (callback_query made by /press, inline_query) are
+// stored with `raw`, the Bot API's update body, and announced with 'AddedUpdate'.
+const UPDATE_EVENTS = ['AddedUserMessage', 'AddedUserCommand', 'AddedUpdate'];
+
+function formatUpdate(u) {
+  if (u.raw) return { update_id: u.updateId, ...u.raw };
+  const update = TelegramServer.formatUpdate(u);
+  if (update.message) delete update.message.botToken;
+  return update;
+}
+
+const NOT_MODIFIED = 'Bad Request: message is not modified: specified new message content and reply'
+  + ' markup are exactly the same as a current content and reply markup of the message';
+const CALLBACK_ANSWER_S = 15; // how long a callback query may wait for its answer
+const queries = {}; // callback query id -> {token, at, answered: {at, text, show_alert} | null}
+let nextQuery = 1;
+
+const knownChats = {}; // chat id -> the chat object of users' messages there
 const calls = []; // {token, method, params, at}
 const flood = {}; // token -> {bot: {sent, ban}, chats: {id: {tokens, at, ban, sent}}, stats}
 const failures = []; // {token, method, error_code, description, parameters, times}
@@ -79,11 +107,13 @@ function seconds(millis) { return Math.floor(millis / 1000); }
 function patchedRoutes(app, server) {
   server.setMaxListeners(1000); // one listener per waiting long poll
 
-  // What a chat looks like, from the users' messages to it (the package answers 'private' always).
+  // What a chat looks like, from the users' messages to it (the package answers 'private' always);
+  // remembered, since getUpdates drops the messages it has delivered.
   function chatOf(chatId) {
     const seen = [...server.storage.userMessages].reverse()
       .find((u) => u.message && u.message.chat && String(u.message.chat.id) === String(chatId));
-    return seen ? seen.message.chat : { id: Number(chatId), type: 'private', first_name: 'Test' };
+    if (seen) knownChats[String(chatId)] = seen.message.chat;
+    return knownChats[String(chatId)] || { id: Number(chatId), type: 'private', first_name: 'Test' };
   }
 
   function findBotMessage(token, chatId, messageId) {
@@ -97,8 +127,30 @@ function patchedRoutes(app, server) {
       date: seconds(stored.time), text: stored.message.text,
     };
     if (stored.editTime) out.edit_date = seconds(stored.editTime);
+    if (stored.message.reply_markup) out.reply_markup = stored.message.reply_markup;
     return out;
   }
+
+  // A user's update of a kind the package does not know, as the Bot API would deliver it.
+  async function addRaw(token, raw) {
+    await server.addUserUpdate({ botToken: token, time: Date.now(), updateId: server.updateId,
+      messageId: server.messageId, isRead: false, raw });
+    server.emit('AddedUpdate');
+  }
+
+  // Bot API: an inline keyboard is an array of rows of buttons; callback_data is 1-64 bytes.
+  function checkMarkup(res, markup) {
+    if (markup === undefined || markup === null || markup === '') return true;
+    const rows = markup.inline_keyboard;
+    const ok = Array.isArray(rows) && rows.every((row) => Array.isArray(row) && row.every((b) => b
+      && typeof b.text === 'string' && b.text.length > 0
+      && (b.callback_data === undefined || (typeof b.callback_data === 'string'
+        && Buffer.byteLength(b.callback_data) >= 1 && Buffer.byteLength(b.callback_data) <= 64))));
+    if (!ok) fail(res, 400, 'Bad Request: BUTTON_DATA_INVALID');
+    return ok;
+  }
+
+  function sameMarkup(a, b) { return JSON.stringify(a || null) === JSON.stringify(b || null); }
 
   function checkText(res, text) {
     if (typeof text !== 'string' || !text.trim()) { fail(res, 400, 'Bad Request: message text is empty'); return false; }
@@ -195,11 +247,7 @@ function patchedRoutes(app, server) {
     const pending = () => server.storage.userMessages
       .filter((u) => u.botToken === token && u.updateId >= offset)
       .slice(0, limit)
-      .map((u) => {
-        const update = TelegramServer.formatUpdate(u);
-        if (update.message) delete update.message.botToken;
-        return update;
-      });
+      .map(formatUpdate);
     const answer = () => res.json({ ok: true, result: pending() });
     if (timeout <= 0 || pending().length) { answer(); return; }
     let timer = null;
@@ -210,11 +258,9 @@ function patchedRoutes(app, server) {
     };
     const done = () => {
       clearTimeout(timer);
-      server.off('AddedUserMessage', wake);
-      server.off('AddedUserCommand', wake);
+      for (const event of UPDATE_EVENTS) server.off(event, wake);
     };
-    server.on('AddedUserMessage', wake);
-    server.on('AddedUserCommand', wake);
+    for (const event of UPDATE_EVENTS) server.on(event, wake);
     timer = setTimeout(() => { done(); answer(); }, timeout * 1000);
     res.on('close', () => { if (!res.writableFinished) done(); }); // the client gave up waiting
   });
@@ -223,7 +269,9 @@ function patchedRoutes(app, server) {
     const { token } = req.params;
     if (!req.body.chat_id) { fail(res, 400, 'Bad Request: chat not found'); return; }
     if (!checkText(res, req.body.text)) return;
-    const sent = server.addBotMessage({ ...req.body }, token);
+    const markup = param(req.body, 'reply_markup');
+    if (!checkMarkup(res, markup)) return;
+    const sent = server.addBotMessage({ ...req.body, reply_markup: markup || undefined }, token);
     const stored = findBotMessage(token, req.body.chat_id, sent.message_id);
     res.json({ ok: true, result: asMessage(stored) });
   });
@@ -233,17 +281,62 @@ function patchedRoutes(app, server) {
     const stored = findBotMessage(token, req.body.chat_id, req.body.message_id);
     if (!stored) { fail(res, 400, 'Bad Request: message to edit not found'); return; }
     if (!checkText(res, req.body.text)) return;
-    if (stored.message.text === req.body.text) {
-      fail(res, 400, 'Bad Request: message is not modified: specified new message content and reply'
-        + ' markup are exactly the same as a current content and reply markup of the message');
+    const markup = param(req.body, 'reply_markup') || undefined;
+    if (!checkMarkup(res, markup)) return;
+    if (stored.message.text === req.body.text && sameMarkup(stored.message.reply_markup, markup)) {
+      fail(res, 400, NOT_MODIFIED);
       return;
     }
-    stored.message = { ...stored.message, text: req.body.text };
+    // Bot API: an edit that leaves out reply_markup removes the message's inline keyboard.
+    stored.message = { ...stored.message, text: req.body.text, reply_markup: markup };
     stored.editTime = Date.now();
     stored.edits = (stored.edits || 0) + 1;
     server.emit('EditedMessageText');
     res.json({ ok: true, result: asMessage(stored) });
   });
+
+  app.all('/bot:token/editMessageReplyMarkup', (req, res) => {
+    const { token } = req.params;
+    const stored = findBotMessage(token, req.body.chat_id, req.body.message_id);
+    if (!stored) { fail(res, 400, 'Bad Request: message to edit not found'); return; }
+    const markup = param(req.body, 'reply_markup') || undefined;
+    if (!checkMarkup(res, markup)) return;
+    if (sameMarkup(stored.message.reply_markup, markup)) { fail(res, 400, NOT_MODIFIED); return; }
+    stored.message = { ...stored.message, reply_markup: markup };
+    stored.editTime = Date.now();
+    res.json({ ok: true, result: asMessage(stored) });
+  });
+
+  // A user taps an inline button: the callback_query update. Only a button the message shows can
+  // be pressed (a client shows no other). The query must be answered (answerCallbackQuery) within
+  // CALLBACK_ANSWER_S, once: later, or twice, the Bot API answers 400 "query is too old and
+  // response timeout expired or query ID is invalid".
+  app.post('/press', async (req, res) => {
+    const { token, chat_id: chatId, message_id: messageId, data } = req.body;
+    const stored = findBotMessage(token, chatId, messageId);
+    const buttons = stored && stored.message.reply_markup ? stored.message.reply_markup.inline_keyboard.flat() : [];
+    if (!buttons.some((b) => b.callback_data === data)) { fail(res, 400, 'no such button on that message'); return; }
+    const id = String(nextQuery++);
+    const user = { id: Number(req.body.user_id || 501), is_bot: false, first_name: 'Alonso' };
+    queries[id] = { token, at: Date.now(), answered: null };
+    await addRaw(token, { callback_query: {
+      id, from: user, message: asMessage(stored), chat_instance: `ci${chatId}`, data } });
+    res.json({ ok: true, result: id });
+  });
+
+  app.all('/bot:token/answerCallbackQuery', (req, res) => {
+    const query = queries[String(req.body.callback_query_id)];
+    if (!query || query.token !== req.params.token || query.answered
+        || Date.now() - query.at > CALLBACK_ANSWER_S * 1000) {
+      fail(res, 400, 'Bad Request: query is too old and response timeout expired or query ID is invalid');
+      return;
+    }
+    query.answered = { at: Date.now(), text: req.body.text, show_alert: param(req.body, 'show_alert') };
+    res.json({ ok: true, result: true });
+  });
+
+  app.post('/pressAnswers', (req, res) => res.json({ ok: true, result: Object.fromEntries(
+    Object.entries(queries).filter(([, q]) => q.token === req.body.token)) }));
 
   app.all('/bot:token/sendChatAction', (req, res) => {
     if (!req.body.chat_id) { fail(res, 400, 'Bad Request: chat not found'); return; }
@@ -331,13 +424,13 @@ const server = new TelegramServer({ host, port, storeTimeout: 3600 });
 // Webhook delivery as the Bot API does it: with the secret token header, and a failed delivery
 // keeps the update pending instead of crashing the process (the package lets it reject unhandled).
 server.addUserUpdate = async function addUserUpdate(update) {
+  if (update.message && update.message.chat) knownChats[String(update.message.chat.id)] = update.message.chat;
   const hook = this.webhooks[update.botToken];
   this.updateId++;
   if (hook) {
     const headers = hook.secret_token ? { 'X-Telegram-Bot-Api-Secret-Token': hook.secret_token } : {};
     try {
-      const formatted = TelegramServer.formatUpdate(update);
-      delete formatted.message?.botToken;
+      const formatted = formatUpdate(update);
       const answer = await fetch(hook.url, {
         method: 'POST', body: JSON.stringify(formatted),
         headers: { 'Content-Type': 'application/json', ...headers }, signal: AbortSignal.timeout(10000),

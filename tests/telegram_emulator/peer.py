@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import contextlib
+import json
 import time
 
 import httpx
@@ -18,6 +19,7 @@ from bot.telegram_adapter import TelegramAdapter
 from config import ChatSection, Config, GenerationSection, ModelSection, StorageSection, TelegramSection
 
 LENGTH = 60  # characters each /cervantes writes in the tests
+BOT_ID = 6660001  # the bot's user id in the emulator (launch.js)
 
 
 def bot_config(emulator: str, model_dir, tmp_path, chat: ChatSection, **telegram) -> Config:
@@ -45,6 +47,17 @@ class Peer:
         where = {"message_thread_id": topic, "is_topic_message": True} if topic else {}
         await self._message(chat_id, chat_type, user_id, text=text, **where)
 
+    async def answer(self, text: str, message: dict, chat_id: int = 1001, chat_type: str = "private",
+                     user_id: int = 501) -> None:
+        """A user writes `text` as a reply to one of the bot's messages (as `messages` gives it):
+        the update carries that message, its keyboard included, as Telegram's does."""
+        markup = {"inline_keyboard": [[{"text": label, "callback_data": data} for label, data in message["buttons"]]]}
+        replied = {"message_id": message["message_id"], "date": int(time.time()), "text": message["text"],
+                   "chat": {"id": chat_id, "type": chat_type},
+                   "from": {"id": BOT_ID, "is_bot": True, "first_name": "Cervantes"},
+                   **({"reply_markup": markup} if message["buttons"] else {})}
+        await self._message(chat_id, chat_type, user_id, text=text, reply_to_message=replied)
+
     async def upgrade(self, group: int, supergroup: int, user_id: int = 501) -> None:
         """The group becomes a supergroup: Telegram's service message in each of the two chats."""
         await self._message(group, "group", user_id, migrate_to_chat_id=supergroup)
@@ -59,10 +72,38 @@ class Peer:
 
     async def replies(self, chat_id: int) -> list[str]:
         """The bot's messages in a chat, oldest first, each as it reads now (after its edits)."""
+        return [m["text"] for m in await self.messages(chat_id)]
+
+    async def messages(self, chat_id: int) -> list[dict]:
+        """The bot's messages in a chat, oldest first, as they are now: message_id, text, buttons
+        (a list of (label, callback_data)), and reply_to (the message answered, from the request)."""
         answer = await self.http.post("/getUpdatesHistory", json={"token": self.token})
-        sent = [u for u in answer.json()["result"]
-                if "chat_id" in u["message"] and str(u["message"]["chat_id"]) == str(chat_id)]
-        return [u["message"]["text"] for u in sorted(sent, key=lambda u: u["messageId"])]
+        sent = [u for u in answer.json()["result"]  # the users' updates have no chat_id (or no message)
+                if "chat_id" in u.get("message", {}) and str(u["message"]["chat_id"]) == str(chat_id)]
+        out = []
+        for u in sorted(sent, key=lambda u: u["messageId"]):
+            markup = u["message"].get("reply_markup") or {}
+            answering = u["message"].get("reply_parameters")
+            answering = json.loads(answering) if isinstance(answering, str) else answering
+            out.append({"message_id": u["messageId"], "text": u["message"]["text"],
+                        "buttons": [(b["text"], b.get("callback_data")) for row in markup.get("inline_keyboard", [])
+                                    for b in row],
+                        "reply_to": int(answering["message_id"]) if answering else None})
+        return out
+
+    async def press(self, chat_id: int, message_id: int, label: str, user_id: int = 501) -> str:
+        """A user taps the button `label` under one of the bot's messages; the callback query's id."""
+        message = next(m for m in await self.messages(chat_id) if m["message_id"] == message_id)
+        data = dict(message["buttons"])[label]
+        answer = await self.http.post("/press", json={"token": self.token, "chat_id": chat_id,
+                                                      "message_id": message_id, "data": data, "user_id": user_id})
+        answer.raise_for_status()
+        return answer.json()["result"]
+
+    async def press_answers(self) -> dict:
+        """Callback query id -> {"at": ms, "answered": {"at": ms, "text": ...} or None}."""
+        answer = await self.http.post("/pressAnswers", json={"token": self.token})
+        return answer.json()["result"]
 
     async def calls(self, method: str, chat_id: int | None = None) -> list[dict]:
         """The bot's calls of one Bot API method, oldest first: {"params": {...}, "at": ms}."""
