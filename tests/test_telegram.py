@@ -236,6 +236,14 @@ async def test_webhook_mode_receives_updates_with_the_secret(config, token, peer
         (hook,) = await peer.calls("setWebhook")
         assert hook["params"]["secret_token"] == "secreto-de-prueba"
         assert await peer.reply_to("/ayuda") == help_text()
+        # button presses arrive too: the webhook asked for them (the emulator drops unasked types)
+        assert {"message", "callback_query", "inline_query"} <= set(json.loads(hook["params"]["allowed_updates"]))
+        await peer.say("/cervantes Sancho")
+        text = (await peer.wait_for(1001, lambda r: len(r) >= 2 and r[-1].startswith("Sancho")))[-1]
+        while not (await peer.messages(1001))[-1]["buttons"]:
+            await asyncio.sleep(0.05)
+        await peer.press(1001, (await peer.messages(1001))[-1]["message_id"], "Continuar")
+        assert (await peer.wait_for(1001, lambda r: len(r) >= 3))[-1] != text
 
 
 async def test_the_token_never_reaches_the_logs(config, token, peer, caplog):

@@ -85,6 +85,18 @@ const CALLBACK_ANSWER_S = 15; // how long a callback query may wait for its answ
 const queries = {}; // callback query id -> {token, at, answered: {at, text, show_alert} | null}
 let nextQuery = 1;
 
+// Bot API, getUpdates and setWebhook: `allowed_updates` lists the update types the bot receives; a
+// call without it keeps the previous list; never given, every type but chat_member,
+// message_reaction and message_reaction_count. Updates of other types are never delivered.
+const allowedUpdates = {}; // token -> update types
+const DEFAULT_EXCLUDED = new Set(['chat_member', 'message_reaction', 'message_reaction_count']);
+
+function wanted(token, u) {
+  const kind = Object.keys(formatUpdate(u)).find((k) => k !== 'update_id');
+  const allowed = allowedUpdates[token];
+  return allowed && allowed.length ? allowed.includes(kind) : !DEFAULT_EXCLUDED.has(kind);
+}
+
 const knownChats = {}; // chat id -> the chat object of users' messages there
 const calls = []; // {token, method, params, at}
 const flood = {}; // token -> {bot: {sent, ban}, chats: {id: {tokens, at, ban, sent}}, stats}
@@ -240,12 +252,14 @@ function patchedRoutes(app, server) {
     const offset = Number(body.offset || 0);
     const timeout = Math.min(Number(body.timeout || 0), 50);
     const limit = Math.max(1, Math.min(Number(body.limit || 100), 100));
+    const allowed = param(body, 'allowed_updates');
+    if (Array.isArray(allowed)) allowedUpdates[token] = allowed;
     if (offset > 0) {
       server.storage.userMessages = server.storage.userMessages
         .filter((u) => u.botToken !== token || u.updateId >= offset);
     }
     const pending = () => server.storage.userMessages
-      .filter((u) => u.botToken === token && u.updateId >= offset)
+      .filter((u) => u.botToken === token && u.updateId >= offset && wanted(token, u))
       .slice(0, limit)
       .map(formatUpdate);
     const answer = () => res.json({ ok: true, result: pending() });
@@ -363,6 +377,8 @@ function patchedRoutes(app, server) {
 
   app.all('/bot:token/setWebhook', (req, res) => {
     const { token } = req.params;
+    const allowed = param(req.body, 'allowed_updates');
+    if (Array.isArray(allowed)) allowedUpdates[token] = allowed;
     if (req.body.url) server.setWebhook({ url: req.body.url, secret_token: req.body.secret_token }, token);
     else server.deleteWebhook(token);
     res.json({ ok: true, result: true, description: req.body.url ? 'Webhook was set' : 'Webhook was deleted' });
@@ -425,6 +441,7 @@ const server = new TelegramServer({ host, port, storeTimeout: 3600 });
 // keeps the update pending instead of crashing the process (the package lets it reject unhandled).
 server.addUserUpdate = async function addUserUpdate(update) {
   if (update.message && update.message.chat) knownChats[String(update.message.chat.id)] = update.message.chat;
+  if (!wanted(update.botToken, update)) { this.updateId++; return; } // never delivered
   const hook = this.webhooks[update.botToken];
   this.updateId++;
   if (hook) {
