@@ -5,11 +5,13 @@ Soy Cervantes: continúo lo que empieces con la prosa de Don Quijote, letra a le
 neuronal (GRU) entrenada en la novela.
 
 /cervantes <semilla> — continúo tu frase. Ejemplo: /cervantes Sancho dijo
-/continuar — sigo escribiendo justo donde lo dejé
+/continuar — sigo escribiendo justo donde lo dejé; en respuesta a uno de mis textos, sigo ese
 /temperatura <valor> — cuán atrevida es la escritura, de {tmin} a {tmax}. Ejemplo: /temperatura 0,7
 /longitud <n> — cuántos caracteres escribo, de {lmin} a {lmax}. Ejemplo: /longitud 500
 /olvidar — borro todo lo que guardo de este chat
-/ayuda — este mensaje"""
+/ayuda — este mensaje
+
+Bajo cada texto, «Continuar» lo sigue y «Otra» lo escribe de nuevo."""
 
 DROPPED = "(He omitido caracteres que no conozco: {chars})"
 TRUNCATED = "(Tu semilla era larga: he leído solo sus últimos {n} caracteres.)"
@@ -38,3 +40,8 @@ CONTINUE_WHICH = ("Para seguir un texto anterior, responde a él con /continuar 
                   "Sin más, /continuar sigue el último.")
 CONTINUATION_NOT_READ = "No puedo leer ahora dónde lo dejé. Empieza de nuevo con /cervantes <semilla>, o inténtalo más tarde."
 SETTING_NOT_SAVED = "No he podido guardar el cambio ahora mismo. Inténtalo de nuevo más tarde."
+
+# Telegram inline mode (bot/telegram_inline.py): the button shown instead of the three texts
+INLINE_BUSY = "Estoy ocupado: prueba en un momento"
+INLINE_SLOW = "Despacio, que la pluma se cansa"
+INLINE_FAILED = "Algo ha fallado: prueba de nuevo"
