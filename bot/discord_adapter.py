@@ -2,8 +2,10 @@
 
 Both paths end in `Commands.run`; they differ only in how they read the command and where the reply
 goes: a slash command defers and then edits its response (with followups past 2000 characters), a
-prefix command answers with messages of its own. Every send and edit allows no mentions, so a seed
-with @everyone or <@id> pings nobody. Settings are per channel: ChatKey("discord", channel id).
+prefix command answers with messages of its own. A generated reply's last message gets the buttons
+of bot.buttons with its final text (bot.discord_buttons); a press answers with messages that reply to
+the pressed one. Every send and edit allows no mentions, so a seed with @everyone or <@id> pings
+nobody. Settings are per channel: ChatKey("discord", channel id).
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import AsyncIterator
 
 import aiohttp
 import discord
 from discord import app_commands
 
-from bot.commands import ChatKey, Commands
+from bot import buttons, discord_buttons
+from bot.commands import ChatKey, Commands, Written
 from bot.parsing import COMMANDS, Command, format_number, parse
 from bot.replies import EditPacer
 from bot.replies import split as split_chars
@@ -53,37 +55,41 @@ class _Reply:
     async def send(self, text: str) -> None:
         await self._show(text)
 
-    async def stream(self, pieces: AsyncIterator[str]) -> None:
+    async def stream(self, pieces: Written) -> None:
         text = ""
         async for piece in pieces:  # read to the end even when Discord fails: the state gets saved
             text += piece
             if self.pace.take_if_free(self.channel_id):
                 await self._show(text)
-        await self._show(text or "…")  # the full text, at once
+        await self._show(text or "…", discord_buttons.view(pieces.reply_id))  # the full text, at once
 
-    async def _show(self, text: str) -> None:
-        for i, part in enumerate(split(text)):
+    async def _show(self, text: str, view: discord.ui.View | None = None) -> None:
+        """Post or edit each message of `text`; `view`, the buttons, goes on the last one."""
+        parts = split(text)
+        for i, part in enumerate(parts):
             if self._gave_up or not part.strip():  # Discord refuses blank messages: wait for more
                 return
+            extra = {"view": view} if view is not None and i == len(parts) - 1 else {}
             if i < len(self._messages):
-                if part != self._shown[i]:
+                if part != self._shown[i] or extra:
                     try:
-                        await self._edit(self._messages[i], part)
+                        await self._edit(self._messages[i], part, **extra)
                         self._shown[i] = part
                     except DISCORD_ERRORS as exc:
                         log.warning("Discord edit failed: %r", exc)
                 continue
             try:
-                self._messages.append(await self._post(part))
+                self._messages.append(await self._post(part, **extra))
                 self._shown.append(part)
             except DISCORD_ERRORS as exc:
                 log.warning("Discord send failed, this reply stops here: %r", exc)
                 self._gave_up = True
 
-    async def _post(self, text: str):
+    async def _post(self, text: str, **extra):
+        """Post a message; `extra`: the view, when it carries the buttons."""
         raise NotImplementedError
 
-    async def _edit(self, message, text: str) -> None:
+    async def _edit(self, message, text: str, **extra) -> None:
         raise NotImplementedError
 
 
@@ -101,34 +107,35 @@ class InteractionOutput(_Reply):
     def _expired(self) -> bool:
         return time.monotonic() - self._started >= TOKEN_LIFETIME_S
 
-    async def _post(self, text: str) -> discord.abc.Snowflake:
+    async def _post(self, text: str, **extra) -> discord.abc.Snowflake:
         if self._expired():
-            return await self.interaction.channel.send(text, allowed_mentions=NO_MENTIONS)
-        return await self.interaction.followup.send(text, allowed_mentions=NO_MENTIONS, wait=True)
+            return await self.interaction.channel.send(text, allowed_mentions=NO_MENTIONS, **extra)
+        return await self.interaction.followup.send(text, allowed_mentions=NO_MENTIONS, wait=True, **extra)
 
-    async def _edit(self, message: discord.WebhookMessage | discord.Message | None, text: str) -> None:
+    async def _edit(self, message: discord.WebhookMessage | discord.Message | None, text: str, **extra) -> None:
         if self._expired() and not isinstance(message, discord.Message):  # the token's messages are out of reach
             i = self._messages.index(message)
-            self._messages[i] = await self.interaction.channel.send(text, allowed_mentions=NO_MENTIONS)
+            self._messages[i] = await self.interaction.channel.send(text, allowed_mentions=NO_MENTIONS, **extra)
         elif message is None:
-            await self.interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+            await self.interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS, **extra)
         else:
-            await message.edit(content=text, allowed_mentions=NO_MENTIONS)
+            await message.edit(content=text, allowed_mentions=NO_MENTIONS, **extra)
 
 
 class MessageOutput(_Reply):
-    """The reply to a prefix command: messages in its channel, the first one answering it."""
+    """The reply to a prefix command, or to a button's press: messages in the channel of `message`
+    (the command, or the message pressed), the first one answering it."""
 
     def __init__(self, message: discord.Message, pace: EditPacer):
         super().__init__(pace, message.channel.id)
         self.message = message
 
-    async def _post(self, text: str) -> discord.Message:
+    async def _post(self, text: str, **extra) -> discord.Message:
         reference = None if self._messages else self.message.to_reference(fail_if_not_exists=False)
-        return await self.message.channel.send(text, reference=reference, allowed_mentions=NO_MENTIONS)
+        return await self.message.channel.send(text, reference=reference, allowed_mentions=NO_MENTIONS, **extra)
 
-    async def _edit(self, message: discord.Message, text: str) -> None:
-        await message.edit(content=text, allowed_mentions=NO_MENTIONS)
+    async def _edit(self, message: discord.Message, text: str, **extra) -> None:
+        await message.edit(content=text, allowed_mentions=NO_MENTIONS, **extra)
 
 
 class DiscordClient(discord.Client):
@@ -140,6 +147,7 @@ class DiscordClient(discord.Client):
         self.tree = app_commands.CommandTree(self)
 
     async def setup_hook(self) -> None:  # runs inside login(), before the gateway connects
+        self.add_dynamic_items(discord_buttons.ReplyButton)  # presses on any message, older ones too
         await self.adapter.sync_commands()
 
     async def on_message(self, message: discord.Message) -> None:
@@ -235,6 +243,19 @@ class DiscordAdapter:
         if command is not None:
             user = str(message.author.id) if message.guild else None
             await self._run(message.channel.id, command, MessageOutput(message, self.pace), user)
+
+    async def on_press(self, interaction: discord.Interaction, data: str) -> None:
+        """A press on a reply's button: its command, answered in messages that reply to the pressed one."""
+        command = buttons.command(data)
+        if self._closing or command is None or interaction.message is None:
+            return
+        try:
+            await interaction.response.defer()  # within 3 s; an interaction's own messages cannot reply
+        except DISCORD_ERRORS as exc:
+            log.warning("could not defer a press on %s: %r", data, exc)
+            return
+        user = str(interaction.user.id) if interaction.guild_id else None
+        await self._run(interaction.channel_id, command, MessageOutput(interaction.message, self.pace), user)
 
     def prefix_command(self, text: str) -> Command | None:
         """"!cervantes Sancho dijo" -> Command("cervantes", "Sancho dijo"); None for anything else,

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import discord
 import pytest
 import simcord
 from conftest import TINY_TEXT
+from simcord.components import walk_components
 
-from bot import messages
+from bot import buttons, messages
 from bot.discord_adapter import MAX_CHARS, DiscordAdapter, split
 from bot.runtime import open_runtime
 from config import Config
@@ -55,17 +57,27 @@ def discord_options():
 
 
 @pytest.fixture
-def config(model_dir, edit_interval_s, discord_options, tmp_path) -> Config:
+def chat_options():
+    return {}
+
+
+@pytest.fixture
+def storage_options():
+    return {}
+
+
+@pytest.fixture
+def config(model_dir, edit_interval_s, discord_options, chat_options, storage_options, tmp_path) -> Config:
     c = Config()
     return dataclasses.replace(
         c,
         model=dataclasses.replace(c.model, path=str(model_dir)),
-        storage=dataclasses.replace(c.storage, path=str(tmp_path / "cervantes.db")),
+        storage=dataclasses.replace(c.storage, path=str(tmp_path / "cervantes.db"), **storage_options),
         # The generation worker starts outside simcord and reads the real clock, while a request's
         # deadline is taken on simcord's virtual one: a finite timeout would expire at once.
         generation=dataclasses.replace(c.generation, request_timeout_s=1e9, chunk_steps=10),  # pieces to stream
         chat=dataclasses.replace(c.chat, length=LENGTH, min_length=10, max_length=2500,
-                                 rate_limit_per_minute=0),
+                                 rate_limit_per_minute=0, **chat_options),
         discord=dataclasses.replace(c.discord, edit_interval_s=edit_interval_s, **discord_options),
     )
 
@@ -116,6 +128,22 @@ def bot_messages(env, channel) -> list:
 
 def full_reply(result) -> str:
     return "".join([result.response.content] + [f.content for f in result.followups])
+
+
+def buttons_under(message) -> list[tuple[str, str]]:
+    """(label, custom_id) of each button under a message (a discord.Message or simcord's response)."""
+    rows = message.components
+    if isinstance(message, discord.Message):
+        rows = [c.to_dict() for c in rows]
+    return [(c["label"], c["custom_id"]) for c in walk_components(rows) if c["type"] == 2]
+
+
+def reply_id(message) -> int:
+    """The stored reply that a message's buttons name; it must have exactly Continuar and Otra."""
+    (continuar, otra) = buttons_under(message)
+    n = int(buttons.command(continuar[1]).argument)
+    assert [continuar, otra] == [("Continuar", f"continuar:{n}"), ("Otra", f"otra:{n}")]
+    return n
 
 
 # --- slash commands ------------------------------------------------------------------------------
@@ -179,6 +207,7 @@ async def test_a_long_reply_is_split_into_followups(channel, alice):
     assert len(parts) == 2 and all(0 < len(p) <= MAX_CHARS for p in parts)
     assert len(full_reply(result)) == len("Sancho dijo") + 2100
     assert full_reply(result).startswith("Sancho dijo")
+    assert buttons_under(result.response) == [] and reply_id(result.followups[-1])  # under the end
 
 
 # --- settings ------------------------------------------------------------------------------------
@@ -242,6 +271,165 @@ async def test_its_own_messages_are_ignored(env, channel, alice):
     assert reply.content.startswith("!ayuda por favor")
 
 
+# --- buttons -------------------------------------------------------------------------------------
+
+async def test_every_generated_reply_carries_continuar_and_otra(env, channel, alice):
+    slash = await alice.slash(channel, "cervantes", semilla="Sancho dijo")
+    more = await alice.slash(channel, "continuar")
+    await alice.send(channel, "!cervantes Sancho dijo")
+    await alice.send(channel, "!continuar")
+    replies = [slash.response, more.response] + bot_messages(env, channel)[-2:]
+    assert [len(m.content) for m in replies] == [len("Sancho dijo") + LENGTH, LENGTH] * 2
+    assert len({reply_id(m) for m in replies}) == 4  # each names its own reply
+
+
+async def test_replies_that_are_not_texts_carry_no_buttons(env, channel, alice):
+    results = [await alice.slash(channel, name) for name in ("ayuda", "temperatura", "continuar")]
+    await alice.send(channel, "!ayuda")
+    await alice.send(channel, "!temperatura 0,5")
+    shown = [r.response for r in results] + bot_messages(env, channel)[-2:]
+    assert shown[2].content == messages.NOTHING_TO_CONTINUE
+    assert shown[4].content == messages.TEMPERATURE_SET.format(value="0,5")
+    assert all(buttons_under(m) == [] for m in shown)
+    writes = [r.json for r in env.http_requests if r.method in ("POST", "PATCH") and isinstance(r.json, dict)]
+    assert len(writes) >= 5 and not any(w.get("components") for w in writes)  # never sent, then removed
+
+
+async def test_a_streamed_reply_shows_its_buttons_with_its_final_text_only(env, channel, alice):
+    def writes(since: int) -> list[dict]:  # the posts and edits of message contents
+        return [r.json for r in env.http_requests[since:]
+                if r.method in ("POST", "PATCH") and isinstance(r.json, dict) and "content" in r.json]
+
+    result = await alice.slash(channel, "cervantes", semilla="Sancho dijo")
+    edits = writes(0)
+    assert len(edits) >= 3 and edits[-1]["content"] == result.response.content
+    assert [bool(e.get("components")) for e in edits] == [False] * (len(edits) - 1) + [True]
+    since = len(env.http_requests)
+    await alice.send(channel, "!cervantes Sancho dijo")
+    posts = writes(since)
+    assert len(posts) >= 3 and posts[-1]["content"] == bot_messages(env, channel)[-1].content
+    assert [bool(p.get("components")) for p in posts] == [False] * (len(posts) - 1) + [True]
+
+
+@pytest.mark.parametrize("chat_options", [dict(min_temperature=0.0)])
+async def test_continuar_goes_on_from_the_reply_pressed(env, channel, alice):
+    await alice.slash(channel, "temperatura", valor="0")  # greedy: a seed always gives the same text
+    first = await alice.slash(channel, "cervantes", semilla="Sancho dijo")
+    pressed = await alice.click(first.response, label="Continuar")
+    went_on = bot_messages(env, channel)[-1]
+    assert pressed.acknowledged and went_on.reference.message_id == first.response.id
+    assert len(went_on.content) == LENGTH
+    assert reply_id(went_on) != reply_id(first.response)
+    # the same text once more, then a typed /continuar right after it: what the button wrote
+    again = await alice.slash(channel, "cervantes", semilla="Sancho dijo")
+    assert again.response.content == first.response.content
+    typed = await alice.slash(channel, "continuar")
+    assert typed.response.content == went_on.content
+
+
+async def test_continuar_on_an_older_reply_goes_on_exactly_from_it(env, channel, alice):
+    await alice.send(channel, "!cervantes Sancho dijo")
+    await alice.send(channel, "!continuar")  # goes on from the last reply, with its random stream
+    older, typed = bot_messages(env, channel)
+    await alice.click(older, label="Continuar")  # no longer the last reply
+    went_on = bot_messages(env, channel)[-1]
+    assert went_on.reference.message_id == older.id
+    assert len(went_on.content) == LENGTH and went_on.content == typed.content
+    await alice.click(older, label="Continuar")  # and again: a reply can be continued many times
+    assert bot_messages(env, channel)[-1].content == typed.content
+    assert len({reply_id(m) for m in bot_messages(env, channel)}) == 4
+
+
+async def test_otra_writes_the_reply_again(env, channel, alice):
+    first = await alice.slash(channel, "cervantes", semilla="Sancho dijo")
+    await alice.click(first.response, label="Otra")
+    again = bot_messages(env, channel)[-1]
+    assert again.reference.message_id == first.response.id
+    assert again.content.startswith("Sancho dijo") and len(again.content) == len("Sancho dijo") + LENGTH
+    assert again.content != first.response.content  # the same seed, new randomness
+    assert reply_id(again) != reply_id(first.response)
+    # under a continuation, Otra writes the continuation again, from where it began
+    await alice.click(again, label="Continuar")
+    went_on = bot_messages(env, channel)[-1]
+    await alice.click(went_on, label="Otra")
+    other = bot_messages(env, channel)[-1]
+    assert other.reference.message_id == went_on.id
+    assert len(other.content) == LENGTH and other.content != went_on.content and reply_id(other)
+
+
+async def test_a_press_in_a_direct_message_is_answered_there(env, alice):
+    first = await alice.user.slash("cervantes", semilla="Sancho dijo")
+    await alice.user.click(first.response, label="Continuar")
+    went_on = bot_messages(env, alice.user.dm_channel)[-1]
+    assert went_on.reference.message_id == first.response.id
+    assert len(went_on.content) == LENGTH and reply_id(went_on) != reply_id(first.response)
+
+
+async def test_buttons_work_after_a_restart(config):
+    """A new runtime over the same database and a new client: an old message's button still works,
+    and writes exactly what it wrote before. simcord keeps Discord's side (its messages and their
+    buttons) across env.restart_bot; everything of the bot's is new."""
+    def new_client(runtime):
+        return DiscordAdapter(runtime.commands, config.discord, token="never used by simcord").client
+
+    env = None
+    try:
+        async with open_runtime(config) as runtime:
+            env = simcord.Env(new_client(runtime), settle_timeout=30)
+            await env.start()
+            guild = env.create_guild()
+            channel, alice = guild.create_text_channel("general"), guild.add_member(env.create_user("alice"))
+            await alice.send(channel, "!cervantes Sancho dijo")
+            await alice.click(bot_messages(env, channel)[0], label="Continuar")
+            await env.bot.adapter.stop()
+        old, before = bot_messages(env, channel)
+        async with open_runtime(config) as runtime:
+            await env.restart_bot(new_client(runtime))
+            await alice.click(old, label="Continuar")
+            after = bot_messages(env, channel)[-1]
+            assert after.id != before.id and after.reference.message_id == old.id
+            assert len(after.content) == LENGTH and after.content == before.content
+            assert reply_id(after) not in (reply_id(old), reply_id(before))
+    finally:
+        if env is not None:
+            await env.shutdown()
+    env.raise_errors()
+
+
+@pytest.mark.parametrize("storage_options", [dict(replies_per_chat=1)])
+async def test_a_forgotten_reply_button_says_so(env, channel, alice):
+    await alice.send(channel, "!cervantes Sancho dijo")
+    await alice.send(channel, "!cervantes Sancho dijo")  # the chat keeps only this one
+    older, last = bot_messages(env, channel)
+    for label in ("Continuar", "Otra"):
+        await alice.click(older, label=label)
+        answer = bot_messages(env, channel)[-1]
+        assert answer.content == messages.REPLY_FORGOTTEN and answer.reference.message_id == older.id
+        assert buttons_under(answer) == []
+    await alice.click(last, label="Continuar")
+    assert len(bot_messages(env, channel)[-1].content) == LENGTH
+
+
+async def test_a_press_counts_against_the_member_who_pressed(env, guild, channel, alice):
+    bob = guild.add_member(env.create_user("bob"))
+    env.bot.adapter.commands.quota.users.per_minute = 1
+    await alice.send(channel, "!cervantes Sancho dijo")  # alice's one command this minute
+    reply = bot_messages(env, channel)[-1]
+    await bob.click(reply, label="Continuar")  # bob's: goes ahead
+    await bob.click(reply, label="Otra")  # bob's second: refused
+    contents = [m.content for m in bot_messages(env, channel)]
+    assert len(contents) == 3 and len(contents[1]) == LENGTH
+    assert contents[2] == messages.RATE_LIMITED.format(seconds=60)
+
+
+async def test_presses_are_ignored_while_closing(env, channel, alice):
+    await alice.send(channel, "!cervantes Sancho dijo")
+    (reply,) = bot_messages(env, channel)
+    env.bot.adapter._closing = True  # what stop() sets while the last replies are finished
+    pressed = await alice.click(reply, label="Continuar")
+    assert not pressed.acknowledged and bot_messages(env, channel) == [reply]
+
+
 # --- mentions ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("model_dir", ["chatty"], indirect=True)
@@ -251,7 +439,9 @@ async def test_a_seed_with_mentions_pings_nobody(env, guild, channel, alice):
     result = await alice.slash(channel, "cervantes", semilla=seed)
     await alice.send(channel, f"!cervantes {seed}")
     replies = [result.response.message, bot_messages(env, channel)[-1]]
-    assert len({m.id for m in replies}) == 2
+    await alice.click(replies[0], label="Otra")
+    replies.append(bot_messages(env, channel)[-1])
+    assert len({m.id for m in replies}) == 3
     for reply in replies:
         assert reply.content.startswith(seed)  # the text is there, as plain text
         assert not reply.mention_everyone  # the bot may mention everyone here: it chose not to
