@@ -9,6 +9,7 @@ The id alone finds the stored reply (storage.StoredReply), so buttons work after
 from __future__ import annotations
 
 import re
+import time
 
 from bot.parsing import Command
 
@@ -33,3 +34,28 @@ def command(data: str | None) -> Command | None:
     """The command a press means; None for data that is not one of our buttons."""
     match = _DATA.fullmatch(data or "")
     return Command(match["action"], match["reply"]) if match else None
+
+
+class DoubleTaps:
+    """Continuar pressed again on the same message by the same person within `window_s` is a double
+    tap (a slow network, an impatient thumb): it counts once, since it would post the very same text
+    twice. Otra pressed again is another try, each one a new text: every press counts."""
+
+    def __init__(self, window_s: float = 5.0, clock=time.monotonic):
+        self.window_s = window_s
+        self.clock = clock
+        self._last: dict[tuple, float] = {}  # (chat, message, data, user) -> when pressed
+
+    def first(self, data: str, *press) -> bool:
+        """True for a press to run; False for a repeat of one just taken. `data`: the button's;
+        `press`: what else tells presses apart (chat, message, person)."""
+        if not data.startswith("continuar:"):
+            return True
+        press = (data, *press)
+        now = self.clock()
+        if len(self._last) > 1000:  # forget presses long past
+            self._last = {k: t for k, t in self._last.items() if now - t < self.window_s}
+        if now - self._last.get(press, -self.window_s) < self.window_s:
+            return False
+        self._last[press] = now
+        return True

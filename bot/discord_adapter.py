@@ -18,7 +18,7 @@ import aiohttp
 import discord
 from discord import app_commands
 
-from bot import buttons, discord_buttons
+from bot import buttons, discord_buttons, messages
 from bot.commands import ChatKey, Commands, Written
 from bot.parsing import COMMANDS, Command, format_number, parse
 from bot.replies import EditPacer
@@ -167,6 +167,7 @@ class DiscordAdapter:
         for command in _slash_commands(self, commands):
             self.client.tree.add_command(command)
         self.pace = EditPacer(config.edit_interval_s)
+        self.double_taps = buttons.DoubleTaps()
         self._connection: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()  # commands being answered
         self._closing = False
@@ -242,12 +243,32 @@ class DiscordAdapter:
         command = self.prefix_command(message.content)
         if command is not None:
             user = str(message.author.id) if message.guild else None
+            answered = self._answered(message) if command.name in buttons.LABELS else None
+            if answered is not None and not command.argument:  # !continuar as a reply to one of our texts
+                command = Command(command.name, answered)
             await self._run(message.channel.id, command, MessageOutput(message, self.pace), user)
+
+    def _answered(self, message: discord.Message) -> str | None:
+        """The reply id named by the buttons of the message of ours that `message` answers, if any."""
+        replied = message.reference.resolved if message.reference else None
+        if not isinstance(replied, discord.Message) or replied.author != self.client.user:
+            return None
+        for row in replied.components:
+            for item in getattr(row, "children", [row]):
+                if (command := buttons.command(getattr(item, "custom_id", None))) is not None:
+                    return command.argument
+        return None
 
     async def on_press(self, interaction: discord.Interaction, data: str) -> None:
         """A press on a reply's button: its command, answered in messages that reply to the pressed one."""
         command = buttons.command(data)
         if self._closing or command is None or interaction.message is None:
+            return
+        if not self.double_taps.first(data, interaction.message.id, interaction.user.id):
+            try:  # a double tap: said to the presser alone
+                await interaction.response.send_message(messages.PRESSED_TWICE, ephemeral=True)
+            except DISCORD_ERRORS as exc:
+                log.warning("could not answer a double tap: %r", exc)
             return
         try:
             await interaction.response.defer()  # within 3 s; an interaction's own messages cannot reply

@@ -34,6 +34,7 @@ TIMEOUT = "Se me ha ido el santo al cielo y no he terminado a tiempo. Inténtalo
 FAILED = "Algo ha fallado mientras escribía; lo siento. Inténtalo de nuevo en un momento."
 NOT_SAVED = "(No he podido guardar el estado de este chat ahora mismo: /continuar quizá no funcione.)"
 SETTINGS_NOT_READ = "(No he podido leer los ajustes de este chat: escribo con los de siempre.)"
+PRESSED_TWICE = "Ya estoy en ello."  # a button pressed again at once (shown on the button, not in the chat)
 REPLY_FORGOTTEN = ("Ya no recuerdo ese texto: guardo solo los últimos de cada chat. Empieza otro con "
                    "/cervantes <semilla>, por ejemplo: /cervantes Sancho dijo")
 CONTINUE_WHICH = ("Para seguir un texto anterior, responde a él con /continuar o pulsa su botón «Continuar». "

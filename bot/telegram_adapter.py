@@ -29,9 +29,10 @@ from telegram.ext import (AIORateLimiter, Application, ApplicationBuilder, Callb
                           MessageHandler, filters)
 from telegram.request import HTTPXRequest
 
-from bot import buttons
+from bot import buttons, messages
 from bot.commands import ChatKey, Commands, Written
 from bot.parsing import COMMANDS, Command, parse
+from bot.telegram_inline import InlineMode
 from bot.telegram_outbox import TOKEN, Outbox, Reply, describe
 from config import TelegramSection
 from storage import StorageError
@@ -168,6 +169,8 @@ class TelegramAdapter:
         self.application.add_handler(MessageHandler(filters.TEXT & filters.UpdateType.MESSAGE, self._on_message))
         self.application.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self._on_migrate))
         self.application.add_handler(CallbackQueryHandler(self._on_press))
+        self.double_taps = buttons.DoubleTaps()
+        self.application.add_handler(InlineMode(commands.service, commands.chat, config).handler())
         self.application.add_error_handler(self._on_error)
 
     @property
@@ -265,14 +268,15 @@ class TelegramAdapter:
     async def _on_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A button under one of our texts: answered at once, then run as its command."""
         query = update.callback_query
-        try:
-            await query.answer()  # not through the outbox: it writes nothing in the chat
-        except TelegramError as exc:  # too late, or Telegram unreachable: the press still counts
-            log.warning("answerCallbackQuery failed: %s", describe(exc))
         command = buttons.command(query.data)
         message = query.message
         if command is None or not isinstance(message, Message):  # not ours, or a message too old to see
+            await self._answer(query)
             return
+        if not self.double_taps.first(query.data, message.chat_id, message.message_id, query.from_user.id):
+            await self._answer(query, messages.PRESSED_TWICE)
+            return
+        await self._answer(query)
         chat, thread = _chat_of(message)
         user = str(query.from_user.id) if message.chat.type != ChatType.PRIVATE else None
         out = TelegramOutput(self.outbox, message.chat_id, chat, self.move_chat, thread_id=thread,
@@ -306,6 +310,16 @@ class TelegramAdapter:
             log.warning("telegram: %s", describe(error))
         else:
             log.error("telegram handler failed: %s", describe(error), exc_info=error)
+
+
+    @staticmethod
+    async def _answer(query, text: str | None = None) -> None:
+        """answerCallbackQuery, so the button stops spinning; not through the outbox: it writes
+        nothing in the chat. A failure (too late, Telegram unreachable) is logged."""
+        try:
+            await query.answer(text)
+        except TelegramError as exc:
+            log.warning("answerCallbackQuery failed: %s", describe(exc))
 
 
 def keyboard(reply_id: int) -> InlineKeyboardMarkup:

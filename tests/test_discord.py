@@ -12,7 +12,7 @@ import dataclasses
 import discord
 import pytest
 import simcord
-from conftest import TINY_TEXT
+from conftest import TINY_TEXT, Clock
 from simcord.components import walk_components
 
 from bot import buttons, messages
@@ -328,6 +328,7 @@ async def test_continuar_goes_on_from_the_reply_pressed(env, channel, alice):
 
 
 async def test_continuar_on_an_older_reply_goes_on_exactly_from_it(env, channel, alice):
+    clock = env.bot.adapter.double_taps.clock = Clock()
     await alice.send(channel, "!cervantes Sancho dijo")
     await alice.send(channel, "!continuar")  # goes on from the last reply, with its random stream
     older, typed = bot_messages(env, channel)
@@ -335,9 +336,24 @@ async def test_continuar_on_an_older_reply_goes_on_exactly_from_it(env, channel,
     went_on = bot_messages(env, channel)[-1]
     assert went_on.reference.message_id == older.id
     assert len(went_on.content) == LENGTH and went_on.content == typed.content
-    await alice.click(older, label="Continuar")  # and again: a reply can be continued many times
+    twice = await alice.click(older, label="Continuar")  # a double tap counts once: no same text twice
+    assert twice.response.content == messages.PRESSED_TWICE and len(bot_messages(env, channel)) == 3
+    clock.now += 6
+    await alice.click(older, label="Continuar")  # later, again: a reply can be continued many times
     assert bot_messages(env, channel)[-1].content == typed.content
     assert len({reply_id(m) for m in bot_messages(env, channel)}) == 4
+
+
+async def test_continuar_as_a_reply_continues_that_text(env, channel, alice):
+    await alice.send(channel, "!cervantes Sancho dijo")
+    await alice.send(channel, "!continuar")
+    await alice.send(channel, "!cervantes Dulcinea")
+    older, typed, last = bot_messages(env, channel)
+    await alice.send(channel, "!continuar", reply_to=older)
+    went_on = bot_messages(env, channel)[-1]
+    assert went_on.content == typed.content  # that text's continuation, not Dulcinea's
+    await alice.send(channel, "!continuar")  # not a reply: the last text, as always
+    assert bot_messages(env, channel)[-1].content != typed.content
 
 
 async def test_otra_writes_the_reply_again(env, channel, alice):

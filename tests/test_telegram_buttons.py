@@ -191,3 +191,16 @@ async def test_a_streamed_text_shows_its_buttons_with_its_final_text_only(config
         assert all("reply_markup" not in e["params"] for e in edits if e is not final)
         (shown,) = await peer.messages(3003)
         assert shown["text"] == "".join(pieces) and [label for label, _ in shown["buttons"]] == LABELS
+
+
+async def test_a_double_tap_counts_once(config, token, peer):
+    async with running_bot(config, token):
+        await peer.say("/cervantes Sancho")
+        (first,) = await texts(peer, 1001, 1)
+        taps = [await peer.press(1001, first["message_id"], "Continuar") for _ in range(2)]
+        await texts(peer, 1001, 2)
+        await asyncio.sleep(1.0)
+        assert len(await peer.messages(1001)) == 2  # one continuation, not the same text twice
+        answers = await peer.press_answers()
+        assert answers[taps[1]]["answered"]["text"] == messages.PRESSED_TWICE  # said on the button
+        # another member's tap, in a group, is a press of its own
