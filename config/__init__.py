@@ -82,6 +82,8 @@ class TelegramSection:
     edit_interval_s: float = 1.0  # at most one edit of a streamed reply per chat this often
     stream_after_s: float = 1.0  # a reply not ready by then is shown as it grows (private chats)
     max_delivery_s: float = 120.0  # a reply not delivered by then is dropped, logged and counted
+    inline_length: int = 200  # characters each of the three inline-mode continuations writes
+    inline_rate_limit_per_minute: int = 60  # inline queries per user per minute (one per keystroke); 0: no limit
 
 
 @dataclass(frozen=True)

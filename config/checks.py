@@ -107,6 +107,8 @@ RULES: dict[str, Rule] = {
     "telegram.edit_interval_s": number(0),
     "telegram.stream_after_s": number(0),
     "telegram.max_delivery_s": number(above=0),
+    "telegram.inline_length": whole(1, 3840),  # with a query's 256 characters, within a message's 4096
+    "telegram.inline_rate_limit_per_minute": whole(0),
     "discord.prefix": single_word,
     "discord.sync_commands": anything,
     "discord.guilds": each(whole(1)),

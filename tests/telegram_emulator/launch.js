@@ -26,6 +26,21 @@
 //                                              a user taps the inline button with that callback_data
 //                                              on that bot message: a callback_query update; its id
 //   POST /pressAnswers {token}                 each callback query: when made, how it was answered
+//   POST /inlineQuery {token, user_id, query, offset, chat_type}
+//                                              a user types "@bot query" in a chat: an inline_query
+//                                              update; its id
+//   POST /inlineAnswers {token}                each inline query: its text, when made, and its
+//                                              answer (results, button, cache_time, is_personal, when)
+//
+// Inline mode (Bot API, "Inline mode", "InlineQuery", "answerInlineQuery", "InlineQueryResultArticle",
+// "InlineQueryResultsButton"; getMe says supports_inline_queries, as after BotFather's /setinline):
+// a query's text is at most 256 characters. An inline query is answered once, within INLINE_ANSWER_S
+// (Telegram's documentation gives no figure; its servers drop answers after about 10 s): later, or a
+// second time, or an unknown id, is 400 "query is too old and response timeout expired or query ID is
+// invalid". An answer holds at most 50 results, ids unique and 1-64 bytes; this emulator knows the
+// article only, which needs a title and input_message_content.message_text of 1-4096 characters; a
+// button needs its text and one of start_parameter (1-64 of A-Z, a-z, 0-9, _ and -) or web_app.
+// cache_time (default 300) is a whole number of seconds >= 0.
 //
 // Inline keyboards (Bot API, "InlineKeyboardMarkup" and "editMessageText"): sendMessage,
 // editMessageText and editMessageReplyMarkup take reply_markup (callback_data 1-64 bytes, else 400
@@ -59,7 +74,7 @@ const host = option('host', '127.0.0.1');
 const port = Number(option('port', '9000'));
 const BOT = {
   id: 6660001, is_bot: true, first_name: 'Cervantes', username: option('username', 'CervantesTestBot'),
-  can_join_groups: true, can_read_all_group_messages: false, supports_inline_queries: false,
+  can_join_groups: true, can_read_all_group_messages: false, supports_inline_queries: true,
 };
 const MAX_TEXT = 4096;
 
@@ -95,6 +110,39 @@ function wanted(token, u) {
   const kind = Object.keys(formatUpdate(u)).find((k) => k !== 'update_id');
   const allowed = allowedUpdates[token];
   return allowed && allowed.length ? allowed.includes(kind) : !DEFAULT_EXCLUDED.has(kind);
+}
+
+const MAX_INLINE_QUERY = 256; // characters of an inline query's text
+const INLINE_ANSWER_S = 10; // how long an inline query may wait for its answer
+const MAX_INLINE_RESULTS = 50;
+const inlineQueries = {}; // inline query id -> {token, query, user_id, at, answered: {at, results, ...} | null}
+let nextInline = 1;
+
+// What is wrong with an answerInlineQuery's results and button (the Bot API's error), or null.
+function inlineProblem(results, button, cacheTime) {
+  if (!Array.isArray(results)) return 'RESULTS_INVALID';
+  if (results.length > MAX_INLINE_RESULTS) return 'RESULTS_TOO_MUCH';
+  const ids = new Set();
+  for (const r of results) {
+    const id = r && r.id;
+    if (typeof id !== 'string' || Buffer.byteLength(id) < 1 || Buffer.byteLength(id) > 64) return 'RESULT_ID_INVALID';
+    if (ids.has(id)) return 'RESULT_ID_DUPLICATE';
+    ids.add(id);
+    if (r.type !== 'article') return 'RESULT_TYPE_INVALID';
+    if (typeof r.title !== 'string' || !r.title.trim()) return 'RESULT_TITLE_EMPTY';
+    const text = r.input_message_content && r.input_message_content.message_text;
+    if (typeof text !== 'string' || !text.trim()) return 'MESSAGE_EMPTY';
+    if (text.length > MAX_TEXT) return 'MESSAGE_TOO_LONG';
+  }
+  if (button !== undefined && button !== null && button !== '') {
+    if (typeof button.text !== 'string' || !button.text.trim()) return 'BUTTON_TEXT_INVALID';
+    const start = button.start_parameter;
+    if (!button.web_app && (typeof start !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(start))) {
+      return 'START_PARAM_INVALID';
+    }
+  }
+  if (cacheTime !== undefined && !(Number.isInteger(cacheTime) && cacheTime >= 0)) return 'CACHE_TIME_INVALID';
+  return null;
 }
 
 const knownChats = {}; // chat id -> the chat object of users' messages there
@@ -351,6 +399,40 @@ function patchedRoutes(app, server) {
 
   app.post('/pressAnswers', (req, res) => res.json({ ok: true, result: Object.fromEntries(
     Object.entries(queries).filter(([, q]) => q.token === req.body.token)) }));
+
+  // Inline mode: see the header for the rules each check models.
+  app.post('/inlineQuery', async (req, res) => {
+    const { token } = req.body;
+    const query = req.body.query === undefined ? '' : String(req.body.query);
+    if ([...query].length > MAX_INLINE_QUERY) { fail(res, 400, 'a client sends at most 256 characters'); return; }
+    const id = String(nextInline++);
+    const user = { id: Number(req.body.user_id || 501), is_bot: false, first_name: 'Alonso' };
+    inlineQueries[id] = { token, query, user_id: user.id, at: Date.now(), answered: null };
+    await addRaw(token, { inline_query: {
+      id, from: user, query, offset: String(req.body.offset || ''), chat_type: req.body.chat_type || 'private' } });
+    res.json({ ok: true, result: id });
+  });
+
+  app.all('/bot:token/answerInlineQuery', (req, res) => {
+    const query = inlineQueries[String(req.body.inline_query_id)];
+    if (!query || query.token !== req.params.token || query.answered
+        || Date.now() - query.at > INLINE_ANSWER_S * 1000) {
+      fail(res, 400, 'Bad Request: query is too old and response timeout expired or query ID is invalid');
+      return;
+    }
+    const results = param(req.body, 'results');
+    const problem = inlineProblem(results, param(req.body, 'button'), param(req.body, 'cache_time'));
+    if (problem) { fail(res, 400, `Bad Request: ${problem}`); return; }
+    query.answered = {
+      at: Date.now(), results, button: param(req.body, 'button') || null,
+      cache_time: req.body.cache_time === undefined ? 300 : Number(req.body.cache_time),
+      is_personal: param(req.body, 'is_personal') === true, next_offset: req.body.next_offset || '',
+    };
+    res.json({ ok: true, result: true });
+  });
+
+  app.post('/inlineAnswers', (req, res) => res.json({ ok: true, result: Object.fromEntries(
+    Object.entries(inlineQueries).filter(([, q]) => q.token === req.body.token)) }));
 
   app.all('/bot:token/sendChatAction', (req, res) => {
     if (!req.body.chat_id) { fail(res, 400, 'Bad Request: chat not found'); return; }

@@ -152,6 +152,32 @@ class Peer:
         answer = await self.http.post("/floodStats", json={"token": self.token})
         return answer.json()["result"]
 
+    async def inline_query(self, query: str, user_id: int = 501, chat_type: str = "private") -> str:
+        """A user types `@bot query` in a chat (inline mode); the inline query's id."""
+        answer = await self.http.post("/inlineQuery", json={"token": self.token, "query": query,
+                                                            "user_id": user_id, "chat_type": chat_type})
+        answer.raise_for_status()
+        return answer.json()["result"]
+
+    async def inline_answers(self) -> dict:
+        """Inline query id -> {"query", "user_id", "at": ms, "answered": {"at": ms, "results": [...],
+        "button", "cache_time", "is_personal"} or None}."""
+        answer = await self.http.post("/inlineAnswers", json={"token": self.token})
+        return answer.json()["result"]
+
+    async def inline_answer(self, query_id: str, timeout: float = 15.0) -> dict:
+        """The answer to an inline query once it arrives; fails after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while not (answered := (await self.inline_answers())[query_id]["answered"]):
+            if time.monotonic() > deadline:
+                pytest.fail(f"inline query {query_id} was never answered")
+            await asyncio.sleep(0.05)
+        return answered
+
+    async def inline(self, query: str, user_id: int = 501, chat_type: str = "private") -> dict:
+        """A user types `@bot query` and waits for what the list shows: the answer."""
+        return await self.inline_answer(await self.inline_query(query, user_id, chat_type))
+
 
 @contextlib.asynccontextmanager
 async def running_bot(config: Config, token: str):
