@@ -146,19 +146,21 @@ async def written(commands: Commands, text: str, chat: ChatKey = CHAT) -> tuple[
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 async def test_continuing_any_earlier_reply_after_a_restart_is_exact(tiny_sampler, db_path, temperature):
-    """Continuar on an old reply gives what /continuar right after it gave, greedy or sampled."""
+    """Continuar on the oldest of a chat's 50 stored replies gives what /continuar right after it
+    gave, greedy or sampled, after a restart."""
     chat = dataclasses.replace(SETTINGS, temperature=temperature, length=30)
     async with bot(tiny_sampler, db_path, chat=chat) as c:
         text, first = await written(c, "/cervantes Sancho dijo")
         right_after = await say(c, "/continuar")  # the uninterrupted text: Sancho's, on and on
-        for seed in ("Dulcinea", "Rocinante", "la ínsula"):  # other replies come in between
-            await say(c, f"/cervantes {seed}")
+        for i in range(48):  # other replies come in between: 50 in all, the first the oldest kept
+            await say(c, f"/cervantes {('Dulcinea', 'Rocinante', 'la ínsula')[i % 3]}")
     async with bot(tiny_sampler, db_path, chat=chat) as c:  # a restart: new service, same file
+        stream = (await c.storage.get_reply(CHAT, first)).end.random_seed
         later, later_id = await written(c, f"/continuar {first}")
         assert later == right_after
         again, _ = await written(c, f"/continuar {later_id}")  # and on from that one
-        whole = await c.service.generate("Sancho dijo", temperature=temperature, length=90,
-                                         random_seed=(await c.storage.get_reply(CHAT, first)).end.random_seed)
+        whole = await c.service.generate("Sancho dijo", temperature=temperature, length=90, random_seed=stream)
+        assert await say(c, f"/continuar {first}") == messages.REPLY_FORGOTTEN  # now 52 came after it
     assert text + later + again == "Sancho dijo" + whole.text
 
 
