@@ -322,6 +322,7 @@ class GenerationService:
                 return
 
     def _take_waiting(self) -> list[_Row]:
+        self._active = [row for row in self._active if not self._leave_if_gone(row)]  # their places are free
         taken: list[_Row] = []
         while self._waiting and len(self._active) + len(taken) < self.max_batch:
             row = self._waiting.popleft()

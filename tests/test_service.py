@@ -110,6 +110,28 @@ async def test_a_cancelled_request_leaves_and_the_others_are_untouched(service):
     assert service.stats().active == 0
 
 
+async def test_a_cancelled_row_makes_room_in_a_full_batch_at_the_next_chunk(tiny_sampler, monkeypatch):
+    entered, release = blocking(tiny_sampler, monkeypatch)
+    held, rows = tiny_sampler.sample, []
+
+    def counted(last, states, temperatures, steps, steps_left, **kwargs):
+        rows.append(int((steps_left > 0).sum()))  # the real rows of each model call, fillers left out
+        return held(last, states, temperatures, steps, steps_left=steps_left, **kwargs)
+
+    monkeypatch.setattr(tiny_sampler, "sample", counted)
+    async with GenerationService(tiny_sampler, max_batch=2, chunk_steps=5) as service:
+        long = asyncio.create_task(service.generate("a", length=50))
+        typed = service.stream("b", length=50)  # superseded, as an inline query is by the next keystroke
+        assert await asyncio.to_thread(entered.wait, 10)  # both rows in the first chunk
+        typed.cancel()
+        newer = asyncio.create_task(service.generate("c", length=5))
+        await asyncio.sleep(0.05)
+        release.set()
+        assert len((await newer).text) == 5
+        await long
+    assert rows[:2] == [2, 2]  # the newer request took the cancelled row's place at once, not a chunk later
+
+
 async def test_a_model_error_reaches_every_caller_of_the_batch_and_the_next_request_works(
         service, tiny_sampler, monkeypatch):
     sample = tiny_sampler.sample
