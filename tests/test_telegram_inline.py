@@ -10,15 +10,20 @@ import asyncio
 import dataclasses
 import json
 import logging
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from bot import messages
-from config import ChatSection, Config
+from config import ChatSection, Config, GenerationSection, ModelSection, TelegramSection
 from model.seeds import DEFAULT_OPENING
 from telegram_emulator.peer import bot_config, running_bot
+
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # benchmarks/ holds scripts, not an installed package
+from benchmarks import inline_load  # noqa: E402
 
 LENGTH = 60  # characters of each inline continuation in these tests
 CHUNK = 10  # the tests' chunk_steps (peer.bot_config)
@@ -172,3 +177,14 @@ async def test_the_emulator_refuses_answers_telegram_refuses(peer):
     assert (await peer.inline_answers())[query]["answered"]["results"] == [article]
     long = await peer.http.post("/inlineQuery", json={"token": peer.token, "query": "x" * 257})
     assert long.status_code == 400  # a client sends at most 256 characters
+
+
+async def test_the_inline_benchmark_runs_and_answers_every_user(emulator, tiny_model_dir):
+    """benchmarks/inline_load.py on the tiny model, small: each user's last query gets three texts."""
+    config = dataclasses.replace(Config(), model=ModelSection(path=str(tiny_model_dir), device="cpu"),
+                                 generation=GenerationSection(chunk_steps=10, max_batch=16),
+                                 telegram=TelegramSection(inline_length=LENGTH))
+    report = await inline_load.run(config, emulator, count=5, strokes=3, interval_s=0.05)
+    assert report["problems"] == []
+    assert report["answered_well"] == report["users"] == 5 and report["queries"] == 15
+    assert report["p95_s"] < 5
