@@ -121,6 +121,7 @@ class Stream:
     def cancel(self) -> None:
         self._row.abandoned = True
         self._done = True
+        self._row.future.add_done_callback(_unread)  # its batch may fail: nobody left to read that
 
     def _finish(self, state: np.ndarray, last: int) -> Result:
         seed = self.seed
@@ -129,6 +130,12 @@ class Stream:
                       seed=seed.text if seed else "", dropped=seed.dropped if seed else "",
                       truncated=seed.truncated if seed else False, batch_size=self._row.batch_size,
                       random_seed=self._row.random_seed, position=self._row.position)
+
+
+def _unread(future: asyncio.Future) -> None:
+    """Mark a left row's error as read, so asyncio does not log it as "never retrieved"."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _stream_key(random_seed: int) -> int:

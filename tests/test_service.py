@@ -4,6 +4,8 @@ robustness (a full queue, cancellation, model errors, timeouts). Structure, not 
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import threading
 
 import numpy as np
@@ -149,6 +151,33 @@ async def test_a_model_error_reaches_every_caller_of_the_batch_and_the_next_requ
     assert [str(r) for r in results] == ["device lost"] * 3
     assert len((await service.generate("a", length=30)).text) == 30
     assert service.stats().errors == 1
+
+
+async def test_streams_left_after_their_batch_failed_are_not_logged_as_unread(service, tiny_sampler, monkeypatch):
+    reported = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda loop, context: reported.append(context["message"]))
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(tiny_sampler, "sample", fails)
+    # the log record of the failure would hold its traceback, and so the futures, past the test
+    monkeypatch.setattr(logging.getLogger("service.generation"), "disabled", True)
+    try:
+        streams = [service.stream("a", length=30) for _ in range(3)]
+        with pytest.raises(RuntimeError):
+            async for _ in streams[0]:  # the caller reads one, meets the error, leaves the others
+                pass
+        for stream in streams[1:]:
+            stream.cancel()
+        with pytest.raises(RuntimeError):  # a next batch, so that the worker holds none of those rows
+            await service.generate("b", length=5)
+        del streams, stream
+        gc.collect()  # an unread error is logged when its future is collected
+    finally:
+        loop.set_exception_handler(None)
+    assert reported == []
 
 
 async def test_a_stuck_request_times_out_and_the_service_goes_on(tiny_sampler, monkeypatch):
