@@ -54,6 +54,7 @@ class InlineMode:
         return InlineQueryHandler(self.answer)
 
     async def answer(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Three continuations of the query's text, or an empty list under a button that says why."""
         query = update.inline_query
         user = query.from_user.id
         fields = {"platform": "telegram", "chat": ChatKey("telegram", f"inline:{user}").tag, "command": "inline"}
@@ -62,32 +63,29 @@ class InlineMode:
             await _answer(query, [], button(messages.INLINE_SLOW, "despacio"))
             return
         started = time.perf_counter()
-        if (older := self._writing.get(user)) is not None:
-            older.cancel()  # superseded: its rows leave the batch at the next chunk
-        task = self._writing[user] = asyncio.create_task(self._continuations(query.query))
-        try:
-            await asyncio.wait([task])  # returns when it ends, cancelled or not
-        finally:
-            task.cancel()  # this handler was cancelled (a stop): so is the work
-            if self._writing.get(user) is task:
-                del self._writing[user]
-        if task.cancelled():
+        task = await self._newest(user, query.query)
+        if task.cancelled():  # the user typed on: the client shows the newer query's answer only
             _record({**fields, "outcome": "superseded"})
             return
-        outcome, results, shown = "ok", [], None
-        try:
-            results = task.result()
-        except Busy:
-            outcome, shown = "busy", button(messages.INLINE_BUSY, "ocupado")
-        except TimeoutError:
-            outcome, shown = "timeout", button(messages.INLINE_BUSY, "ocupado")
-        except Exception:
-            log.exception("inline continuations failed")
-            outcome, shown = "error", button(messages.INLINE_FAILED, "error")
+        outcome, results, shown = _outcome(task)
         await _answer(query, [article(i, r) for i, r in enumerate(results)], shown)
         _record({**fields, "outcome": outcome, "characters": sum(len(r.text) for r in results),
                  "latency_ms": round((time.perf_counter() - started) * 1000),
                  "batch_size": max((r.batch_size for r in results), default=0)})
+
+    async def _newest(self, user: int, seed: str) -> asyncio.Task:
+        """Write for the user's newest query, cancelling the older one still being written (its rows
+        leave the batch at the next chunk); the task, once it has ended, cancelled or not."""
+        if (older := self._writing.get(user)) is not None:
+            older.cancel()
+        task = self._writing[user] = asyncio.create_task(self._continuations(seed))
+        try:
+            await asyncio.wait([task])
+        finally:
+            task.cancel()  # this handler was cancelled (a stop): so is the work
+            if self._writing.get(user) is task:
+                del self._writing[user]
+        return task
 
     async def _continuations(self, seed: str) -> list[Result]:
         """CHOICES continuations of `seed`, queued at once (one batch), each with its own random stream.
@@ -121,6 +119,19 @@ def article(i: int, result: Result) -> InlineQueryResultArticle:
     return InlineQueryResultArticle(id=str(i + 1), title=f"…{title}…" if words else f"…{title}",
                                     description=" ".join(words) or None,
                                     input_message_content=InputTextMessageContent(text))
+
+
+def _outcome(task: asyncio.Task) -> tuple[str, list[Result], InlineQueryResultsButton | None]:
+    """How an ended (not cancelled) task went: the log's outcome, the texts, the button to show instead."""
+    try:
+        return "ok", task.result(), None
+    except Busy:
+        return "busy", [], button(messages.INLINE_BUSY, "ocupado")
+    except TimeoutError:
+        return "timeout", [], button(messages.INLINE_BUSY, "ocupado")
+    except Exception:
+        log.exception("inline continuations failed")
+        return "error", [], button(messages.INLINE_FAILED, "error")
 
 
 def button(text: str, start_parameter: str) -> InlineQueryResultsButton:

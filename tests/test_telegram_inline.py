@@ -141,6 +141,22 @@ async def test_a_full_queue_answers_an_empty_list_with_a_busy_button(config, tok
     assert after.waiting == after.active == 0
 
 
+async def test_a_model_error_answers_an_empty_list_with_a_button_and_the_next_query_works(config, token, peer):
+    async with running_bot(config, token) as bot:
+        sampler = bot.commands.service.sampler
+        sample = sampler.sample
+
+        def fails_once(*args, **kwargs):
+            sampler.sample = sample
+            raise RuntimeError("device lost")
+
+        sampler.sample = fails_once
+        failed = await peer.inline(SEED)
+        assert len((await peer.inline(SEED))["results"]) == 3
+    assert failed["results"] == []
+    assert failed["button"] == {"text": messages.INLINE_FAILED, "start_parameter": "error"}
+
+
 async def test_a_failed_answer_is_logged_and_the_next_query_is_answered(config, token, peer, caplog):
     caplog.set_level(logging.WARNING, "bot.telegram_inline")
     async with running_bot(config, token):
