@@ -84,7 +84,7 @@ class Commands:
         """
         verdict = self.quota.check(chat, user)
         if verdict.wait_s:
-            _record({"platform": chat.platform, "chat": chat.tag, "command": command.name,
+            record({"platform": chat.platform, "chat": chat.tag, "command": command.name,
                      "outcome": "limited" if verdict.notify else "limited_silent"})
             if verdict.notify:
                 await out.send(messages.RATE_LIMITED.format(seconds=max(1, math.ceil(verdict.wait_s))))
@@ -200,7 +200,7 @@ class Commands:
                                          length=length, random_seed=random_seed,
                                          position=position if random_seed is not None else 0)
         except Busy:
-            _record({"platform": chat.platform, "chat": chat.tag, "command": name, "outcome": "busy"})
+            record({"platform": chat.platform, "chat": chat.tag, "command": name, "outcome": "busy"})
             await out.send(messages.BUSY)
             return
         except ValueError as exc:
@@ -220,7 +220,7 @@ class Commands:
             "batch_size": result.batch_size if result else 0}
         delivery = getattr(out, "delivery", None)  # an adapter that delivers later says how it went
         if delivery is None:
-            _record(fields)
+            record(fields)
         else:
             task = asyncio.create_task(_record_when_delivered(fields, delivery))
             self._records.add(task)
@@ -344,10 +344,10 @@ async def _record_when_delivered(fields: dict, delivery: asyncio.Future) -> None
         fields = {**fields, "delivery": "unknown"}
         raise
     finally:
-        _record(fields)
+        record(fields)
 
 
-def _record(fields: dict) -> None:
+def record(fields: dict) -> None:
     """One log line and the metrics for each request."""
     log.info("request", extra={"fields": fields})
     metrics.observe(fields)

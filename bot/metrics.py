@@ -22,8 +22,9 @@ class _Metrics:
     def __init__(self, registry, service):
         from prometheus_client import Counter, Gauge, Histogram
 
-        self.requests = Counter("cervantes_requests", "Generation requests by command and outcome "
-                                "(ok, busy, timeout, error)", ["command", "outcome"], registry=registry)
+        self.requests = Counter("cervantes_requests", "Requests by command and outcome (ok, busy, "
+                                "timeout, error, limited, limited_silent; inline: superseded)",
+                                ["command", "outcome"], registry=registry)
         self.latency = Histogram("cervantes_request_latency_seconds", "From a request to its reply's "
                                  "last character", buckets=LATENCY_BUCKETS_S, registry=registry)
         self.batch_size = Histogram("cervantes_batch_size", "Most rows a request shared a model call "

@@ -24,7 +24,7 @@ from telegram.error import TelegramError
 from telegram.ext import ContextTypes, InlineQueryHandler
 
 from bot import messages
-from bot.commands import ChatKey, _record
+from bot.commands import ChatKey, record
 from bot.ratelimit import RateLimiter
 from bot.telegram_outbox import describe
 from config import ChatSection, TelegramSection
@@ -59,17 +59,17 @@ class InlineMode:
         user = query.from_user.id
         fields = {"platform": "telegram", "chat": ChatKey("telegram", f"inline:{user}").tag, "command": "inline"}
         if self.limiter.allow(user):
-            _record({**fields, "outcome": "limited"})
+            record({**fields, "outcome": "limited"})
             await _answer(query, [], button(messages.INLINE_SLOW, "despacio"))
             return
         started = time.perf_counter()
         task = await self._newest(user, query.query)
         if task.cancelled():  # the user typed on: the client shows the newer query's answer only
-            _record({**fields, "outcome": "superseded"})
+            record({**fields, "outcome": "superseded"})
             return
         outcome, results, shown = _outcome(task)
         await _answer(query, [article(i, r) for i, r in enumerate(results)], shown)
-        _record({**fields, "outcome": outcome, "characters": sum(len(r.text) for r in results),
+        record({**fields, "outcome": outcome, "characters": sum(len(r.text) for r in results),
                  "latency_ms": round((time.perf_counter() - started) * 1000),
                  "batch_size": max((r.batch_size for r in results), default=0)})
 
