@@ -37,18 +37,19 @@ def command(data: str | None) -> Command | None:
 
 
 class DoubleTaps:
-    """Continuar pressed again on the same message by the same person within `window_s` is a double
-    tap (a slow network, an impatient thumb): it counts once, since it would post the very same text
-    twice. Otra pressed again is another try, each one a new text: every press counts."""
+    """Continuar pressed again on the same message within `window_s`, by the same person (a slow
+    network, an impatient thumb) or by another member of the group at the same moment, counts once:
+    it would post the very same text twice. Otra pressed again is another try, each one a new text:
+    every press counts. (Continuar pressed later gives that same continuation again, by design.)"""
 
     def __init__(self, window_s: float = 5.0, clock=time.monotonic):
         self.window_s = window_s
         self.clock = clock
-        self._last: dict[tuple, float] = {}  # (chat, message, data, user) -> when pressed
+        self._last: dict[tuple, float] = {}  # (data, chat, message) -> when pressed
 
     def first(self, data: str, *press) -> bool:
         """True for a press to run; False for a repeat of one just taken. `data`: the button's;
-        `press`: what else tells presses apart (chat, message, person)."""
+        `press`: what else tells presses apart (chat, message)."""
         if not data.startswith("continuar:"):
             return True
         press = (data, *press)

@@ -209,8 +209,7 @@ class Commands:
             raise _Unusable(str(exc)) from None
         outcome = {"status": "ok"}
         written = Written()
-        written.pieces = self._pieces(chat, stream, show_seed, note, outcome, written,
-                                      seed=(seed or "") if start is None else None, start=start)
+        written.pieces = self._pieces(chat, stream, show_seed, note, outcome, written, start)
         await out.stream(written)
         result = getattr(stream, "result", None)
         fields = {
@@ -227,7 +226,7 @@ class Commands:
             task.add_done_callback(self._records.discard)
 
     async def _pieces(self, chat: ChatKey, stream, show_seed: bool, note: str, outcome: dict,
-                      written: Written, seed: str | None, start: Continuation | None) -> AsyncIterator[str]:
+                      written: Written, start: Continuation | None) -> AsyncIterator[str]:
         """The reply as it is written: the seed, the new text, then any notes. Never raises."""
         produced = []
         try:
@@ -259,7 +258,8 @@ class Commands:
         end = Continuation(state=result.state, model_id=self.model_id, last_char=result.last_char, tail=tail,
                            random_seed=result.random_seed, position=result.position)
         try:
-            written.reply_id = await self.storage.save_reply(chat, end, seed=seed, start=start)
+            written.reply_id = await self.storage.save_reply(  # the seed as read: Otra reads the same
+                chat, end, seed=result.seed if start is None else None, start=start)
         except StorageError:
             logging.getLogger(__name__).exception("continuation not saved for chat %s", chat.tag)
             notes.append(messages.NOT_SAVED)

@@ -264,7 +264,7 @@ class DiscordAdapter:
         command = buttons.command(data)
         if self._closing or command is None or interaction.message is None:
             return
-        if not self.double_taps.first(data, interaction.message.id, interaction.user.id):
+        if not self.double_taps.first(data, interaction.message.id):
             try:  # a double tap: said to the presser alone
                 await interaction.response.send_message(messages.PRESSED_TWICE, ephemeral=True)
             except DISCORD_ERRORS as exc:

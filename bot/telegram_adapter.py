@@ -273,7 +273,7 @@ class TelegramAdapter:
         if command is None or not isinstance(message, Message):  # not ours, or a message too old to see
             await self._answer(query)
             return
-        if not self.double_taps.first(query.data, message.chat_id, message.message_id, query.from_user.id):
+        if not self.double_taps.first(query.data, message.chat_id, message.message_id):
             await self._answer(query, messages.PRESSED_TWICE)
             return
         await self._answer(query)

@@ -23,10 +23,10 @@ def test_a_button_carries_its_command_and_the_text_it_names():
 def test_continuar_tapped_twice_counts_once_and_otra_every_time():
     clock = Clock()
     taps = buttons.DoubleTaps(window_s=5.0, clock=clock)
-    assert taps.first("continuar:1", "chat", 10, "ana")
-    assert not taps.first("continuar:1", "chat", 10, "ana")  # the same text would come twice
-    assert taps.first("continuar:1", "chat", 10, "luis")  # someone else's press is their own
-    assert taps.first("continuar:2", "chat", 11, "ana")
-    assert taps.first("otra:1", "chat", 10, "ana") and taps.first("otra:1", "chat", 10, "ana")  # new texts
+    assert taps.first("continuar:1", "chat", 10)
+    assert not taps.first("continuar:1", "chat", 10)  # the same text would come twice
+    assert taps.first("continuar:2", "chat", 11)
+    assert taps.first("continuar:1", "other chat", 10)
+    assert taps.first("otra:1", "chat", 10) and taps.first("otra:1", "chat", 10)  # new texts each time
     clock.now += 5
-    assert taps.first("continuar:1", "chat", 10, "ana")  # later: a deliberate press
+    assert taps.first("continuar:1", "chat", 10)  # later: a deliberate press

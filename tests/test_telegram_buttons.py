@@ -203,4 +203,12 @@ async def test_a_double_tap_counts_once(config, token, peer):
         assert len(await peer.messages(1001)) == 2  # one continuation, not the same text twice
         answers = await peer.press_answers()
         assert answers[taps[1]]["answered"]["text"] == messages.PRESSED_TWICE  # said on the button
-        # another member's tap, in a group, is a press of its own
+
+        # in a group, two members tapping Continuar on one text at once get it once, too
+        group = -5002
+        await peer.say("/cervantes Dulcinea", group, chat_type="group", user_id=601)
+        (text,) = await texts(peer, group, 1)
+        await asyncio.gather(*(peer.press(group, text["message_id"], "Continuar", user_id=u) for u in (601, 602)))
+        await texts(peer, group, 2)
+        await asyncio.sleep(1.0)
+        assert len(await peer.messages(group)) == 2

@@ -102,7 +102,8 @@ let nextQuery = 1;
 
 // Bot API, getUpdates and setWebhook: `allowed_updates` lists the update types the bot receives; a
 // call without it keeps the previous list; never given, every type but chat_member,
-// message_reaction and message_reaction_count. Updates of other types are never delivered.
+// message_reaction and message_reaction_count. Updates of other types are never delivered. (The API
+// may still deliver unwanted updates made before the call; we drop those too, a little stricter.)
 const allowedUpdates = {}; // token -> update types
 const DEFAULT_EXCLUDED = new Set(['chat_member', 'message_reaction', 'message_reaction_count']);
 
