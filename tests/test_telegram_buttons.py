@@ -212,3 +212,17 @@ async def test_a_double_tap_counts_once(config, token, peer):
         await texts(peer, group, 2)
         await asyncio.sleep(1.0)
         assert len(await peer.messages(group)) == 2
+
+
+async def test_a_press_in_a_forum_topic_stays_in_that_topic(config, token, peer):
+    forum, topic = -1007770, 5
+    async with running_bot(config, token):
+        await peer.say("/cervantes Sancho", forum, chat_type="supergroup", topic=topic)
+        await peer.say("/cervantes Dulcinea", forum, chat_type="supergroup", topic=6)  # another topic
+        await texts(peer, forum, 2)
+        sancho = next(m for m in await peer.messages(forum) if m["text"].startswith("Sancho"))
+        await peer.press(forum, sancho["message_id"], "Continuar")
+        got = (await texts(peer, forum, 3))[-1]
+        assert got["reply_to"] == sancho["message_id"] and got["text"] != messages.REPLY_FORGOTTEN
+        posts = await peer.calls("sendMessage", forum)
+        assert str(posts[-1]["params"]["message_thread_id"]) == str(topic)  # answered in that topic

@@ -189,6 +189,10 @@ function patchedRoutes(app, server) {
     };
     if (stored.editTime) out.edit_date = seconds(stored.editTime);
     if (stored.message.reply_markup) out.reply_markup = stored.message.reply_markup;
+    if (stored.message.message_thread_id) { // sent in a forum topic: a message of that topic
+      out.message_thread_id = Number(stored.message.message_thread_id);
+      out.is_topic_message = true;
+    }
     return out;
   }
 
