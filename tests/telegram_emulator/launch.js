@@ -391,13 +391,20 @@ function patchedRoutes(app, server) {
     res.json({ ok: true, result: id });
   });
 
-  app.all('/bot:token/answerCallbackQuery', (req, res) => {
-    const query = queries[String(req.body.callback_query_id)];
-    if (!query || query.token !== req.params.token || query.answered
-        || Date.now() - query.at > CALLBACK_ANSWER_S * 1000) {
+  // A callback or inline query the bot may still answer: its own, not answered yet, within `seconds`;
+  // null once the Bot API's refusal is sent.
+  function openQuery(res, table, id, token, seconds) {
+    const query = table[String(id)];
+    if (!query || query.token !== token || query.answered || Date.now() - query.at > seconds * 1000) {
       fail(res, 400, 'Bad Request: query is too old and response timeout expired or query ID is invalid');
-      return;
+      return null;
     }
+    return query;
+  }
+
+  app.all('/bot:token/answerCallbackQuery', (req, res) => {
+    const query = openQuery(res, queries, req.body.callback_query_id, req.params.token, CALLBACK_ANSWER_S);
+    if (!query) return;
     query.answered = { at: Date.now(), text: req.body.text, show_alert: param(req.body, 'show_alert') };
     res.json({ ok: true, result: true });
   });
@@ -419,12 +426,8 @@ function patchedRoutes(app, server) {
   });
 
   app.all('/bot:token/answerInlineQuery', (req, res) => {
-    const query = inlineQueries[String(req.body.inline_query_id)];
-    if (!query || query.token !== req.params.token || query.answered
-        || Date.now() - query.at > INLINE_ANSWER_S * 1000) {
-      fail(res, 400, 'Bad Request: query is too old and response timeout expired or query ID is invalid');
-      return;
-    }
+    const query = openQuery(res, inlineQueries, req.body.inline_query_id, req.params.token, INLINE_ANSWER_S);
+    if (!query) return;
     const results = param(req.body, 'results');
     const problem = inlineProblem(results, param(req.body, 'button'), param(req.body, 'cache_time'));
     if (problem) { fail(res, 400, `Bad Request: ${problem}`); return; }
