@@ -43,9 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "tests") not in sys.path:
     sys.path.append(str(ROOT / "tests"))  # the emulator's launcher lives with the tests that use it
 
-from bot import messages  # noqa: E402
-from bot.runtime import open_runtime  # noqa: E402
-from bot.telegram_adapter import TelegramAdapter  # noqa: E402
+from bot.chat import messages  # noqa: E402
+from bot.process.runtime import open_runtime  # noqa: E402
+from bot.telegram.adapter import TelegramAdapter  # noqa: E402
 from config import Config  # noqa: E402
 from telegram_emulator import emulator  # noqa: E402
 
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
-    from bot import logs
+    from bot.process import logs
     from config import load
     from model import bundle
 

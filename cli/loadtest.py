@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bot.parsing import parse
-from bot.runtime import open_runtime
+from bot.chat.parsing import parse
+from bot.process.runtime import open_runtime
 from config import Config
 from storage import ChatKey
 

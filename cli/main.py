@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 
-from bot.startup import StartupError
+from bot.process.startup import StartupError
 from config import ConfigError, load, stray_variables
 from cli.ops import cmd_backup, cmd_health
 
@@ -131,8 +131,9 @@ def cmd_generate(args) -> int:
 def cmd_chat(args) -> int:
     import asyncio
 
-    from bot import console, logs
-    from bot.runtime import open_runtime
+    from bot.console import adapter as console
+    from bot.process import logs
+    from bot.process.runtime import open_runtime
 
     logs.setup(args.config.logging.level, args.config.logging.format)
 
@@ -149,12 +150,12 @@ def cmd_serve(args) -> int:
     failure ends in one `cervantes: ...` line (main); its traceback is logged at DEBUG only."""
     import asyncio
 
-    from bot import logs, startup
+    from bot.process import logs, startup
 
     logs.setup(args.config.logging.level, args.config.logging.format)
     startup.check(args.config, os.environ, interactive=sys.stdin is not None and sys.stdin.isatty())
     _import_tensorflow_quietly()
-    from bot.serve import serve
+    from bot.process.serve import serve
 
     try:
         asyncio.run(serve(args.config, os.environ))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 
 def cmd_health(args) -> int:
-    """One line from what serve last reported (bot/health.py): nothing loaded, nothing created."""
-    from bot import health, status
+    """One line from what serve last reported (bot/process/health.py): nothing loaded, nothing created."""
+    from bot.process import health, status
 
     verdict = health.check(status.path_for(args.config.storage.path))
     print(verdict.line())

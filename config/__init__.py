@@ -4,7 +4,7 @@ Unknown keys, wrong types and values out of range (config/checks.py) are errors 
 and the file or variable. Any key can be overridden from the environment as
 CERVANTES_<SECTION>_<KEY> (CERVANTES_STORAGE_PATH=/data/cervantes.db); `stray_variables` lists the
 CERVANTES_* variables that nothing reads (a misspelled name is otherwise silently ignored).
-Tokens never live here: they come from the environment only (see bot.secrets).
+Tokens never live here: they come from the environment only (see bot.process.secrets).
 """
 
 from __future__ import annotations

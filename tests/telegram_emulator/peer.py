@@ -14,8 +14,8 @@ import time
 import httpx
 import pytest
 
-from bot.runtime import open_runtime
-from bot.telegram_adapter import TelegramAdapter
+from bot.process.runtime import open_runtime
+from bot.telegram.adapter import TelegramAdapter
 from config import ChatSection, Config, GenerationSection, ModelSection, StorageSection, TelegramSection
 
 LENGTH = 60  # characters each /cervantes writes in the tests

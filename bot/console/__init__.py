@@ -1,0 +1,1 @@
+"""The console: the bot in a terminal, no token needed."""

@@ -1,0 +1,1 @@
+"""Discord: the adapter (slash and prefix commands, streamed edits) and its persistent buttons."""

@@ -1,0 +1,333 @@
+"""The Discord adapter: slash commands (/cervantes) and prefix commands (!cervantes) over Commands.
+
+Both paths end in `Commands.run`; they differ only in how they read the command and where the reply
+goes: a slash command defers and then edits its response (with followups past 2000 characters), a
+prefix command answers with messages of its own. A generated reply's last message gets the buttons
+of bot.chat.buttons with its final text (bot.discord.buttons); a press answers with messages that reply to
+the pressed one. Every send and edit allows no mentions, so a seed with @everyone or <@id> pings
+nobody. Settings are per channel: ChatKey("discord", channel id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import aiohttp
+import discord
+from discord import app_commands
+
+from bot.chat import buttons, messages
+from bot.discord import buttons as discord_buttons
+from bot.chat.commands import ChatKey, Commands, Written
+from bot.chat.parsing import COMMANDS, Command, format_number, parse
+from bot.chat.replies import EditPacer
+from bot.chat.replies import split as split_chars
+from config import DiscordSection
+
+log = logging.getLogger(__name__)
+
+MAX_CHARS = 2000  # Discord's limit for one message's content
+TOKEN_LIFETIME_S = 14 * 60  # an interaction's token works for 15 minutes; past that, channel messages
+NO_MENTIONS = discord.AllowedMentions.none()
+# Discord said no, or could not be reached (429s are waited out by discord.py itself)
+DISCORD_ERRORS = (discord.DiscordException, aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+def split(text: str, limit: int = MAX_CHARS) -> list[str]:
+    """A reply cut into Discord messages of at most `limit` characters."""
+    return split_chars(text, limit)
+
+
+class _Reply:
+    """A reply in one or more messages, edited in place as it grows: what both Outputs share.
+
+    A message that could not be posted is never posted again (it may exist after all: no duplicate
+    replies); a failed edit is retried with the next one, and the final edit shows the full text.
+    """
+
+    def __init__(self, pace: EditPacer, channel_id: int):
+        self.pace, self.channel_id = pace, channel_id
+        self._messages: list = []  # one handle per posted message
+        self._shown: list[str] = []  # what each of them says now
+        self._gave_up = False
+
+    async def send(self, text: str) -> None:
+        await self._show(text)
+
+    async def stream(self, pieces: Written) -> None:
+        text = ""
+        async for piece in pieces:  # read to the end even when Discord fails: the state gets saved
+            text += piece
+            if self.pace.take_if_free(self.channel_id):
+                await self._show(text)
+        await self._show(text or "…", discord_buttons.view(pieces.reply_id))  # the full text, at once
+
+    async def _show(self, text: str, view: discord.ui.View | None = None) -> None:
+        """Post or edit each message of `text`; `view`, the buttons, goes on the last one."""
+        parts = split(text)
+        for i, part in enumerate(parts):
+            if self._gave_up or not part.strip():  # Discord refuses blank messages: wait for more
+                return
+            extra = {"view": view} if view is not None and i == len(parts) - 1 else {}
+            if i < len(self._messages):
+                if part != self._shown[i] or extra:
+                    try:
+                        await self._edit(self._messages[i], part, **extra)
+                        self._shown[i] = part
+                    except DISCORD_ERRORS as exc:
+                        log.warning("Discord edit failed: %r", exc)
+                continue
+            try:
+                self._messages.append(await self._post(part, **extra))
+                self._shown.append(part)
+            except DISCORD_ERRORS as exc:
+                log.warning("Discord send failed, this reply stops here: %r", exc)
+                self._gave_up = True
+
+    async def _post(self, text: str, **extra):
+        """Post a message; `extra`: the view, when it carries the buttons."""
+        raise NotImplementedError
+
+    async def _edit(self, message, text: str, **extra) -> None:
+        raise NotImplementedError
+
+
+class InteractionOutput(_Reply):
+    """The reply to a deferred slash command: its response message, then followups. The
+    interaction's token expires after 15 minutes: a reply still being written then (a long queue)
+    goes on in ordinary messages in the channel."""
+
+    def __init__(self, interaction: discord.Interaction, pace: EditPacer):
+        super().__init__(pace, interaction.channel_id)
+        self.interaction = interaction
+        self._messages, self._shown = [None], [""]  # None: the deferred response, always there
+        self._started = time.monotonic()
+
+    def _expired(self) -> bool:
+        return time.monotonic() - self._started >= TOKEN_LIFETIME_S
+
+    async def _post(self, text: str, **extra) -> discord.abc.Snowflake:
+        if self._expired():
+            return await self.interaction.channel.send(text, allowed_mentions=NO_MENTIONS, **extra)
+        return await self.interaction.followup.send(text, allowed_mentions=NO_MENTIONS, wait=True, **extra)
+
+    async def _edit(self, message: discord.WebhookMessage | discord.Message | None, text: str, **extra) -> None:
+        if self._expired() and not isinstance(message, discord.Message):  # the token's messages are out of reach
+            i = self._messages.index(message)
+            self._messages[i] = await self.interaction.channel.send(text, allowed_mentions=NO_MENTIONS, **extra)
+        elif message is None:
+            await self.interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS, **extra)
+        else:
+            await message.edit(content=text, allowed_mentions=NO_MENTIONS, **extra)
+
+
+class MessageOutput(_Reply):
+    """The reply to a prefix command, or to a button's press: messages in the channel of `message`
+    (the command, or the message pressed), the first one answering it."""
+
+    def __init__(self, message: discord.Message, pace: EditPacer):
+        super().__init__(pace, message.channel.id)
+        self.message = message
+
+    async def _post(self, text: str, **extra) -> discord.Message:
+        reference = None if self._messages else self.message.to_reference(fail_if_not_exists=False)
+        return await self.message.channel.send(text, reference=reference, allowed_mentions=NO_MENTIONS, **extra)
+
+    async def _edit(self, message: discord.Message, text: str, **extra) -> None:
+        await message.edit(content=text, allowed_mentions=NO_MENTIONS, **extra)
+
+
+class DiscordClient(discord.Client):
+    """discord.py's client with its command tree, as in discord.py's app_commands examples."""
+
+    def __init__(self, adapter: DiscordAdapter, intents: discord.Intents):
+        super().__init__(intents=intents, allowed_mentions=NO_MENTIONS)
+        self.adapter = adapter
+        self.tree = app_commands.CommandTree(self)
+
+    async def setup_hook(self) -> None:  # runs inside login(), before the gateway connects
+        self.add_dynamic_items(discord_buttons.ReplyButton)  # presses on any message, older ones too
+        await self.adapter.sync_commands()
+
+    async def on_message(self, message: discord.Message) -> None:
+        await self.adapter.on_message(message)
+
+
+class DiscordAdapter:
+    """`await start()` to log in and connect, `await stop()` to close; `client` is the discord.Client."""
+
+    def __init__(self, commands: Commands, config: DiscordSection, token: str):
+        self.commands = commands
+        self.config = config
+        self._token = token
+        intents = discord.Intents.default()
+        intents.message_content = config.message_content  # privileged: prefix commands need it
+        self.client = DiscordClient(self, intents)
+        for command in _slash_commands(self, commands):
+            self.client.tree.add_command(command)
+        self.pace = EditPacer(config.edit_interval_s)
+        self.double_taps = buttons.DoubleTaps()
+        self._connection: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()  # commands being answered
+        self._closing = False
+
+    async def start(self) -> None:
+        """Log in (syncing the slash commands), connect in the background; return once ready.
+
+        Raises what stopped it first: discord.LoginFailure for a bad token,
+        discord.PrivilegedIntentsRequired when message_content is on but not enabled for the bot.
+        """
+        try:
+            await self.client.login(self._token)
+            self._connection = asyncio.create_task(self.client.connect(), name="discord-gateway")
+            ready = asyncio.create_task(self.client.wait_until_ready())
+            try:
+                await asyncio.wait({self._connection, ready}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ready.cancel()
+            if self._connection.done():
+                self._connection.result()  # raises why the connection ended
+                raise RuntimeError("the Discord connection closed before it was ready")
+        except BaseException:
+            await self.stop(grace_s=0)
+            raise
+        self._connection.add_done_callback(self._connection_ended)
+        log.info("connected to Discord as %s", self.client.user)
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Take no new commands, give running ones `grace_s` to finish their replies, then close."""
+        self._closing = True
+        running = self._running - {asyncio.current_task()}
+        if running and grace_s > 0:
+            await asyncio.wait(running, timeout=grace_s)
+        await self.client.close()
+        if self._connection is not None:
+            await asyncio.gather(self._connection, return_exceptions=True)
+
+    def _connection_ended(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the Discord connection ended: %r", task.exception())
+
+    async def sync_commands(self) -> None:
+        """Register the slash commands with Discord: in `guilds` only when given, else globally."""
+        if not self.config.sync_commands:
+            return
+        for guild in [discord.Object(g) for g in self.config.guilds] or [None]:
+            where = f"to guild {guild.id}" if guild else "globally"
+            if guild is not None:
+                self.client.tree.copy_global_to(guild=guild)
+            try:
+                synced = await self.client.tree.sync(guild=guild)
+                log.info("synced %d slash commands %s", len(synced), where)
+            except DISCORD_ERRORS as exc:  # the bot still answers prefix commands
+                log.error("slash commands not synced %s: %r", where, exc)
+
+    # --- handlers ---------------------------------------------------------------------------------
+
+    async def on_slash(self, interaction: discord.Interaction, name: str, argument: str | None) -> None:
+        if self._closing:
+            return
+        try:
+            await interaction.response.defer(thinking=True)
+        except DISCORD_ERRORS as exc:  # too late (3 s) or Discord unreachable: no way to answer
+            log.warning("could not defer /%s: %r", name, exc)
+            return
+        out = InteractionOutput(interaction, self.pace)
+        user = str(interaction.user.id) if interaction.guild_id else None
+        await self._run(interaction.channel_id, Command(name, (argument or "").strip()), out, user)
+
+    async def on_message(self, message: discord.Message) -> None:
+        if message.author.bot or self._closing:  # other bots, webhooks and this bot itself
+            return
+        command = self.prefix_command(message.content)
+        if command is not None:
+            user = str(message.author.id) if message.guild else None
+            answered = self._answered(message) if command.name in buttons.LABELS else None
+            if answered is not None and not command.argument:  # !continuar as a reply to one of our texts
+                command = Command(command.name, answered)
+            await self._run(message.channel.id, command, MessageOutput(message, self.pace), user)
+
+    def _answered(self, message: discord.Message) -> str | None:
+        """The reply id named by the buttons of the message of ours that `message` answers, if any."""
+        replied = message.reference.resolved if message.reference else None
+        if not isinstance(replied, discord.Message) or replied.author != self.client.user:
+            return None
+        for row in replied.components:
+            for item in getattr(row, "children", [row]):
+                if (command := buttons.command(getattr(item, "custom_id", None))) is not None:
+                    return command.argument
+        return None
+
+    async def on_press(self, interaction: discord.Interaction, data: str) -> None:
+        """A press on a reply's button: its command, answered in messages that reply to the pressed one."""
+        command = buttons.command(data)
+        if self._closing or command is None or interaction.message is None:
+            return
+        if not self.double_taps.first(data, interaction.message.id):
+            try:  # a double tap: said to the presser alone
+                await interaction.response.send_message(messages.PRESSED_TWICE, ephemeral=True)
+            except DISCORD_ERRORS as exc:
+                log.warning("could not answer a double tap: %r", exc)
+            return
+        try:
+            await interaction.response.defer()  # within 3 s; an interaction's own messages cannot reply
+        except DISCORD_ERRORS as exc:
+            log.warning("could not defer a press on %s: %r", data, exc)
+            return
+        user = str(interaction.user.id) if interaction.guild_id else None
+        await self._run(interaction.channel_id, command, MessageOutput(interaction.message, self.pace), user)
+
+    def prefix_command(self, text: str) -> Command | None:
+        """"!cervantes Sancho dijo" -> Command("cervantes", "Sancho dijo"); None for anything else,
+        unknown commands included (other bots may share the prefix)."""
+        text, prefix = text.strip(), self.config.prefix
+        if not prefix or not text.startswith(prefix):
+            return None
+        command = parse("/" + text[len(prefix):])
+        return command if command is not None and command.name in COMMANDS else None
+
+    async def _run(self, channel_id: int, command: Command, out: _Reply, user: str | None) -> None:
+        """`user`: who wrote, in a server's channel (limited apart from the channel's other members)."""
+        task = asyncio.current_task()
+        self._running.add(task)
+        try:
+            await self.commands.run(ChatKey("discord", str(channel_id)), command, out, user=user)
+        finally:
+            self._running.discard(task)
+
+
+def _slash_commands(adapter: DiscordAdapter, commands: Commands) -> list[app_commands.Command]:
+    """The six slash commands; each description is the docstring of its method in Commands."""
+    c = commands.chat
+    tmin, tmax = format_number(c.min_temperature), format_number(c.max_temperature)
+
+    @app_commands.command(description=Commands.cervantes.__doc__)
+    @app_commands.describe(semilla="Cómo empieza el texto, y yo lo continúo. Ejemplo: Sancho dijo")
+    async def cervantes(interaction: discord.Interaction, semilla: str | None = None) -> None:
+        await adapter.on_slash(interaction, "cervantes", semilla)
+
+    @app_commands.command(description=Commands.continuar.__doc__)
+    async def continuar(interaction: discord.Interaction) -> None:
+        await adapter.on_slash(interaction, "continuar", "")
+
+    @app_commands.command(description=Commands.temperatura.__doc__)
+    @app_commands.describe(valor=f"De {tmin} a {tmax}, como 0,7; sin valor, te digo la de ahora")
+    async def temperatura(interaction: discord.Interaction, valor: str | None = None) -> None:
+        await adapter.on_slash(interaction, "temperatura", valor)
+
+    @app_commands.command(description=Commands.longitud.__doc__)
+    @app_commands.describe(n=f"De {c.min_length} a {c.max_length}, como 300; sin n, te digo la de ahora")
+    async def longitud(interaction: discord.Interaction, n: str | None = None) -> None:
+        await adapter.on_slash(interaction, "longitud", n)
+
+    @app_commands.command(description=Commands.olvidar.__doc__)
+    async def olvidar(interaction: discord.Interaction) -> None:
+        await adapter.on_slash(interaction, "olvidar", "")
+
+    @app_commands.command(description=Commands.ayuda.__doc__)
+    async def ayuda(interaction: discord.Interaction) -> None:
+        await adapter.on_slash(interaction, "ayuda", "")
+
+    return [cervantes, continuar, temperatura, longitud, olvidar, ayuda]

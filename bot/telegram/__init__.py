@@ -1,0 +1,1 @@
+"""Telegram: the adapter, the outbox that delivers within the flood limits, and inline mode."""

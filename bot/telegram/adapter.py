@@ -1,0 +1,352 @@
+"""The Telegram adapter: python-telegram-bot's Application over Commands.
+
+One handler reads every new text message, parses it (`/cervantes@ThisBot ...` in groups), and calls
+`Commands.run` with a `TelegramOutput`. The output hands the reply to the Outbox
+(bot/telegram/outbox.py), which delivers it within Telegram's flood limits: the handler never waits
+on Telegram. Replies are plain text (no parse_mode: a seed cannot inject formatting). A group that
+becomes a supergroup keeps its settings and continuation under the new chat id.
+
+Every generated reply carries the buttons of bot.chat.buttons (an inline keyboard) with its final text.
+A press is answered at once (answerCallbackQuery, so the button stops spinning) and runs as the
+command it stands for; its reply answers the message pressed. `/continuar` sent as a reply to one
+of the bot's texts continues that text: its buttons name it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from typing import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlsplit
+
+from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram.constants import ChatType
+from telegram.error import InvalidToken, TelegramError
+from telegram.ext import (AIORateLimiter, Application, ApplicationBuilder, CallbackQueryHandler, ContextTypes,
+                          MessageHandler, filters)
+from telegram.request import HTTPXRequest
+
+from bot.chat import buttons, messages
+from bot.chat.commands import ChatKey, Commands, Written
+from bot.chat.parsing import COMMANDS, Command, parse
+from bot.telegram.inline import InlineMode
+from bot.telegram.outbox import TOKEN, Outbox, Reply, describe
+from config import TelegramSection
+from storage import StorageError
+
+log = logging.getLogger(__name__)
+
+CONNECTED_WITHIN_S = 45.0  # a long poll lasts 10 s: no good answer for this long is not connected
+CONFLICT_LIMIT_S = 60.0  # another instance polling this long (409): this one gives up
+STOP_GRACE_S = 3.0  # at a stop, replies still queued get this long to go out (docker stop allows 10 s)
+# What Telegram delivers to the bot: nothing else reaches it, in polling and in webhook mode alike
+UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY, Update.INLINE_QUERY]
+
+class _HideTokens(logging.Filter):
+    """Blanks bot tokens in the records of the loggers that print request URLs (the token is in them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if TOKEN.search(message):
+            record.msg, record.args = TOKEN.sub("<token>", message), ()
+        return True
+
+
+_HIDE_TOKENS = _HideTokens()
+for _name in ("httpx", "telegram.Bot", "telegram.ext.ExtBot"):  # PTB logs its API URL at DEBUG
+    logging.getLogger(_name).addFilter(_HIDE_TOKENS)
+
+
+MoveChat = Callable[[ChatKey, ChatKey], Awaitable[None]]  # (old, new): the chat's data follows it
+
+
+class TelegramOutput:
+    """One command's reply in one chat: the `Output` that Commands writes to. It hands the text to
+    the outbox and returns; `delivery` then resolves to how the delivery went."""
+
+    def __init__(self, outbox: Outbox, chat_id: int, chat: ChatKey, move_chat: MoveChat | None = None,
+                 started: float | None = None, thread_id: int | None = None, reply_to: int | None = None):
+        self.outbox = outbox
+        self.chat_id = chat_id
+        self.thread_id = thread_id  # a forum topic: the reply goes there
+        self.reply_to = reply_to  # the message the reply answers (the one whose button was pressed)
+        self.chat = chat
+        self.move_chat = move_chat
+        self.started = time.monotonic() if started is None else started
+        self.delivery = None  # an asyncio.Future of the delivery's log fields, once a reply is handed over
+        self._streaming = False
+        self._moved_from: ChatKey | None = None  # the chat's key before it became a supergroup
+
+    async def send(self, text: str) -> None:
+        reply = self._reply()
+        reply.grow(text)
+        reply.finish()
+
+    async def stream(self, pieces: Written | AsyncIterator[str]) -> None:
+        reply = self._reply()
+        self._streaming = True
+        text = ""
+        try:
+            async for piece in pieces:  # read to the end even when Telegram fails: the state gets saved
+                text += piece
+                reply.grow(text)
+        finally:
+            if not text.strip():  # Telegram refuses a blank message: show that nothing came
+                reply.grow(text + "…")
+            reply_id = getattr(pieces, "reply_id", None)
+            if reply_id is not None:
+                reply.markup = keyboard(reply_id)
+            reply.finish()
+            self._streaming = False
+            if self._moved_from is not None:  # now that the continuation is saved under the old key
+                old, self._moved_from = self._moved_from, None
+                await self._move(old)
+
+    def _reply(self) -> Reply:
+        reply = self.outbox.reply(self.chat_id, self.chat, self.started)
+        reply.on_migrate = self._follow
+        reply.thread_id = self.thread_id
+        reply.reply_to = self.reply_to
+        self.delivery = reply.done
+        return reply
+
+    async def _follow(self, new_chat_id: int) -> None:
+        """The group became a supergroup: write there from now on, and take the chat's data along."""
+        if new_chat_id == self.chat_id:
+            return
+        old = self.chat
+        self.chat_id, self.chat = new_chat_id, ChatKey(old.platform, str(new_chat_id))
+        log.info("chat %s became supergroup %s: the reply goes on there", old.tag, self.chat.tag)
+        if self._streaming:  # the reply's continuation is saved under the old key when it ends
+            self._moved_from = self._moved_from or old
+        else:
+            await self._move(old)
+
+    async def _move(self, old: ChatKey) -> None:
+        if self.move_chat is not None:
+            await self.move_chat(old, self.chat)
+
+
+class _PollingRequest(HTTPXRequest):
+    """The getUpdates connection, telling the adapter how each answer went (its HTTP status)."""
+
+    def __init__(self, on_answer, **kwargs):
+        super().__init__(**kwargs)
+        self._on_answer = on_answer
+
+    async def do_request(self, *args, **kwargs):
+        code, payload = await super().do_request(*args, **kwargs)
+        self._on_answer(code)
+        return code, payload
+
+
+class TelegramAdapter:
+    """`await start()`, `await stop()`. For health: `connected`, `last_ok`, and `failed` (set when
+    the bot cannot go on: its token was revoked, or another instance keeps polling with it)."""
+
+    def __init__(self, commands: Commands, config: TelegramSection, token: str):
+        if config.mode not in ("polling", "webhook"):
+            raise ValueError(f'[telegram] mode must be "polling" or "webhook", not {config.mode!r}')
+        if config.mode == "webhook" and not config.webhook_url:
+            raise ValueError('[telegram] mode = "webhook" needs webhook_url')
+        self.commands = commands
+        self.config = config
+        # concurrent_updates: replies to many chats are generated together, in one batch.
+        # AIORateLimiter (max_retries=0: a 429 is the outbox's to handle, never slept on inside a
+        # request) holds every chat request to the bot-wide and group limits, a safety net under the outbox.
+        self.last_ok: float | None = None  # time.time() of the last good getUpdates (or webhook update)
+        self._conflict_since: float | None = None
+        self.failed: asyncio.Future = asyncio.get_event_loop().create_future()
+        self.application: Application = (
+            ApplicationBuilder().token(token).base_url(config.base_url).concurrent_updates(True)
+            .get_updates_request(_PollingRequest(self._polled, connection_pool_size=1))
+            .rate_limiter(AIORateLimiter(max_retries=0)).build())
+        self.outbox = Outbox(self.application.bot, stream_after_s=config.stream_after_s,
+                             edit_interval_s=config.edit_interval_s, max_delivery_s=config.max_delivery_s)
+        self.application.add_handler(MessageHandler(filters.TEXT & filters.UpdateType.MESSAGE, self._on_message))
+        self.application.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self._on_migrate))
+        self.application.add_handler(CallbackQueryHandler(self._on_press))
+        self.double_taps = buttons.DoubleTaps()
+        self.application.add_handler(InlineMode(commands.service, commands.chat, config).handler())
+        self.application.add_error_handler(self._on_error)
+
+    @property
+    def connected(self) -> bool:
+        """Receiving now: polling, a good getUpdates within CONNECTED_WITHIN_S; webhook, the server up."""
+        updater = self.application.updater
+        if self.failed.done() or updater is None or not updater.running:
+            return False
+        if self.config.mode == "webhook":
+            return True
+        return self.last_ok is not None and time.time() - self.last_ok < CONNECTED_WITHIN_S
+
+    def _polled(self, code: int) -> None:
+        now = time.time()
+        if code == 200:
+            self.last_ok, self._conflict_since = now, None
+        elif code == 401 and not self.failed.done():
+            self.failed.set_exception(RuntimeError(
+                "Telegram refuses the bot token (401): it was revoked or changed; set TELEGRAM_TOKEN anew"))
+        elif code == 409:
+            self._conflict_since = self._conflict_since or now
+            log.error("another program is receiving this bot's updates (409 Conflict): only one may")
+            if now - self._conflict_since > CONFLICT_LIMIT_S and not self.failed.done():
+                self.failed.set_exception(RuntimeError(
+                    "another instance of this bot keeps receiving its updates (409 Conflict): stop it"))
+
+    async def start(self) -> None:
+        """Log in (getMe), publish the command menu, then receive updates by polling or webhook."""
+        app = self.application
+        try:
+            await app.initialize()
+        except InvalidToken:
+            raise RuntimeError("Telegram rejected the bot token (TELEGRAM_TOKEN)") from None
+        try:
+            await self._publish_commands()
+            if self.config.mode == "webhook":
+                await app.updater.start_webhook(
+                    listen=self.config.listen, port=self.config.port,
+                    url_path=urlsplit(self.config.webhook_url).path.lstrip("/"),
+                    webhook_url=self.config.webhook_url, allowed_updates=UPDATES,
+                    secret_token=os.environ.get("TELEGRAM_WEBHOOK_SECRET") or None)
+            else:
+                await app.updater.start_polling(allowed_updates=UPDATES)
+            await app.start()
+            self.outbox.start()
+            self.last_ok = time.time()  # Telegram just answered getMe and the start-up calls
+        except BaseException:
+            try:
+                await self.stop()
+            except Exception as exc:  # the first error is the one to report
+                log.warning("telegram adapter did not stop cleanly: %s", describe(exc))
+            raise
+        log.info("telegram bot @%s receiving updates by %s", app.bot.username, self.config.mode)
+
+    async def stop(self) -> None:
+        """Stop receiving, let the replies in flight finish and go out, close the connections. Safe to repeat."""
+        app = self.application
+        with contextlib.suppress(TelegramError):  # polling may have ended in an error (a revoked token)
+            if app.updater is not None and app.updater.running:
+                await app.updater.stop()
+        if app.running:
+            await app.stop()  # waits for the handlers in flight: their replies are in the outbox
+        await self.outbox.close(grace_s=STOP_GRACE_S)
+        with contextlib.suppress(TelegramError):
+            await app.shutdown()
+
+    async def _publish_commands(self) -> None:
+        menu = [BotCommand(name, _summary(getattr(self.commands, name).__doc__))
+                for name in COMMANDS if getattr(getattr(self.commands, name, None), "__doc__", None)]
+        try:
+            await self.application.bot.set_my_commands(menu)
+        except TelegramError as exc:  # the bot works without its menu
+            log.warning("setMyCommands failed: %s", describe(exc))
+
+    async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if self.config.mode == "webhook":
+            self.last_ok = time.time()  # a delivery arrived
+        message = update.message
+        command = parse(message.text, context.bot.username)
+        if command is None:
+            return
+        if command.name not in COMMANDS and message.chat.type != ChatType.PRIVATE:
+            return  # in a group, a command we do not know is likely another bot's
+        chat, thread = _chat_of(message)
+        in_group = message.chat.type != ChatType.PRIVATE
+        user = str(message.from_user.id) if in_group and message.from_user else None
+        answered = message.reply_to_message
+        pressed = _pressed(answered, context.bot.id) if command.name in buttons.LABELS else None
+        if pressed is not None and not command.argument:  # /continuar as a reply to one of our texts
+            command = Command(command.name, pressed)
+        out = TelegramOutput(self.outbox, message.chat_id, chat, self.move_chat, thread_id=thread,
+                             reply_to=answered.message_id if pressed is not None else None)
+        await self.commands.run(chat, command, out, user=user)
+
+    async def _on_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A button under one of our texts: answered at once, then run as its command."""
+        query = update.callback_query
+        command = buttons.command(query.data)
+        message = query.message
+        if command is None or not isinstance(message, Message):  # not ours, or a message too old to see
+            await self._answer(query)
+            return
+        if not self.double_taps.first(query.data, message.chat_id, message.message_id):
+            await self._answer(query, messages.PRESSED_TWICE)
+            return
+        await self._answer(query)
+        chat, thread = _chat_of(message)
+        user = str(query.from_user.id) if message.chat.type != ChatType.PRIVATE else None
+        out = TelegramOutput(self.outbox, message.chat_id, chat, self.move_chat, thread_id=thread,
+                             reply_to=message.message_id)
+        await self.commands.run(chat, command, out, user=user)
+
+    async def _on_migrate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A group became a supergroup; Telegram says so in both chats (the second move finds nothing)."""
+        message = update.message
+        if message.migrate_to_chat_id:  # said in the old group
+            old, new = message.chat_id, message.migrate_to_chat_id
+        else:  # said in the new supergroup
+            old, new = message.migrate_from_chat_id, message.chat_id
+        old_key = ChatKey("telegram", str(old))
+        async with self.commands.turn(old_key):  # a reply being written there saves first, then moves
+            await self.move_chat(old_key, ChatKey("telegram", str(new)))
+
+    async def move_chat(self, old: ChatKey, new: ChatKey) -> None:
+        """The chat's settings and continuation follow it to its new id; a failure is logged."""
+        try:
+            moved = await self.commands.storage.move_chat(old, new)
+        except StorageError as exc:
+            log.warning("could not move chat %s to %s: %s", old.tag, new.tag, exc)
+            return
+        if moved:
+            log.info("chat %s moved to supergroup %s with its settings", old.tag, new.tag)
+
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        error = context.error
+        if isinstance(error, TelegramError):
+            log.warning("telegram: %s", describe(error))
+        else:
+            log.error("telegram handler failed: %s", describe(error), exc_info=error)
+
+
+    @staticmethod
+    async def _answer(query, text: str | None = None) -> None:
+        """answerCallbackQuery, so the button stops spinning; not through the outbox: it writes
+        nothing in the chat. A failure (too late, Telegram unreachable) is logged."""
+        try:
+            await query.answer(text)
+        except TelegramError as exc:
+            log.warning("answerCallbackQuery failed: %s", describe(exc))
+
+
+def keyboard(reply_id: int) -> InlineKeyboardMarkup:
+    """The buttons under a reply, in one row."""
+    return InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=data)
+                                  for label, data in buttons.buttons(reply_id)]])
+
+
+def _chat_of(message: Message) -> tuple[ChatKey, int | None]:
+    """The chat a message is in, and its forum topic: a topic is a chat of its own (its settings,
+    its continuation, the replies in it)."""
+    thread = message.message_thread_id if message.is_topic_message else None
+    return ChatKey("telegram", f"{message.chat_id}:{thread}" if thread else str(message.chat_id)), thread
+
+
+def _pressed(message: Message | None, bot_id: int) -> str | None:
+    """The reply id a message of ours names in its buttons; None for any other message."""
+    if message is None or message.from_user is None or message.from_user.id != bot_id:
+        return None
+    markup = message.reply_markup
+    for row in markup.inline_keyboard if markup else ():
+        for button in row:
+            if (command := buttons.command(button.callback_data)) is not None:
+                return command.argument
+    return None
+
+
+def _summary(docstring: str) -> str:
+    """A handler's docstring as a menu entry: its first line, within Telegram's 256 characters."""
+    return docstring.strip().splitlines()[0].strip()[:256]

@@ -1,0 +1,538 @@
+"""The Discord adapter against simcord: discord.py's own gateway parsers and models, with Discord's
+REST side in memory. A real runtime answers: the tiny model, the generation service, SQLite.
+
+simcord runs the bot's code on a virtual clock that moves only when a test advances it: inside a
+handler time.monotonic() stands still, which makes the pace of edits exact to test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import discord
+import pytest
+import simcord
+from conftest import TINY_TEXT, Clock
+from simcord.components import walk_components
+
+from bot.chat import buttons, messages
+from bot.discord.adapter import MAX_CHARS, DiscordAdapter, split
+from bot.process.runtime import open_runtime
+from config import Config
+
+LENGTH = 60  # characters a reply adds to its seed
+SLASH = ("cervantes", "continuar", "temperatura", "longitud", "olvidar", "ayuda")
+
+
+@pytest.fixture(scope="module")
+def chatty_model_dir(tmp_path_factory):
+    """A tiny model that also knows "!", "@", "<", ">" and digits: its replies can echo a command
+    or a mention from the seed, as a model trained on chat logs could."""
+    import tensorflow as tf
+
+    from model import bundle
+    from model.network import Hyperparameters, build
+    from model.vocab import Vocab
+
+    vocab = Vocab.from_text(TINY_TEXT + "!@<>0123456789")
+    tf.keras.utils.set_random_seed(1234)
+    network = build(Hyperparameters(len(vocab), embedding_dim=8, rnn_units=16))
+    return bundle.save(tmp_path_factory.mktemp("chatty-model"), network, vocab)
+
+
+@pytest.fixture
+def model_dir(request):
+    """The tiny model, or: @pytest.mark.parametrize("model_dir", ["chatty"], indirect=True)."""
+    return request.getfixturevalue(f"{getattr(request, 'param', 'tiny')}_model_dir")
+
+
+@pytest.fixture
+def edit_interval_s():
+    return 0.0  # every piece an edit; tests of the throttle parametrize this
+
+
+@pytest.fixture
+def discord_options():
+    return {}
+
+
+@pytest.fixture
+def chat_options():
+    return {}
+
+
+@pytest.fixture
+def storage_options():
+    return {}
+
+
+@pytest.fixture
+def config(model_dir, edit_interval_s, discord_options, chat_options, storage_options, tmp_path) -> Config:
+    c = Config()
+    return dataclasses.replace(
+        c,
+        model=dataclasses.replace(c.model, path=str(model_dir)),
+        storage=dataclasses.replace(c.storage, path=str(tmp_path / "cervantes.db"), **storage_options),
+        # The generation worker starts outside simcord and reads the real clock, while a request's
+        # deadline is taken on simcord's virtual one: a finite timeout would expire at once.
+        generation=dataclasses.replace(c.generation, request_timeout_s=1e9, chunk_steps=10),  # pieces to stream
+        chat=dataclasses.replace(c.chat, length=LENGTH, min_length=10, max_length=2500,
+                                 rate_limit_per_minute=0, **chat_options),
+        discord=dataclasses.replace(c.discord, edit_interval_s=edit_interval_s, **discord_options),
+    )
+
+
+@pytest.fixture
+async def env(config):
+    async with open_runtime(config) as runtime:
+        adapter = DiscordAdapter(runtime.commands, config.discord, token="never used by simcord")
+        env = simcord.Env(adapter.client, settle_timeout=30)  # the first generation compiles
+        await env.start()
+        try:
+            yield env
+        finally:
+            await env.shutdown()
+        env.raise_errors()  # nothing the bot did raised
+
+
+@pytest.fixture
+def guild(env):
+    return env.create_guild()
+
+
+@pytest.fixture
+def channel(guild):
+    return guild.create_text_channel("general")
+
+
+@pytest.fixture
+def alice(env, guild):
+    return guild.add_member(env.create_user("alice"))
+
+
+def edits_of(env) -> list[str]:
+    """The contents the bot gave slash commands' responses, edit after edit."""
+    return [r.json["content"] for r in env.http_requests
+            if r.method == "PATCH" and r.path.endswith("/messages/@original")]
+
+
+def callbacks(env) -> list[int]:
+    """How the bot answered each interaction: 4 a message, 5 deferred, ..."""
+    return [r.json["type"] for r in env.http_requests
+            if r.method == "POST" and r.path.endswith("/callback")]
+
+
+def bot_messages(env, channel) -> list:
+    return [m for m in channel.history() if m.author.id == env.bot.user.id]
+
+
+def full_reply(result) -> str:
+    return "".join([result.response.content] + [f.content for f in result.followups])
+
+
+def buttons_under(message) -> list[tuple[str, str]]:
+    """(label, custom_id) of each button under a message (a discord.Message or simcord's response)."""
+    rows = message.components
+    if isinstance(message, discord.Message):
+        rows = [c.to_dict() for c in rows]
+    return [(c["label"], c["custom_id"]) for c in walk_components(rows) if c["type"] == 2]
+
+
+def reply_id(message) -> int:
+    """The stored reply that a message's buttons name; it must have exactly Continuar and Otra."""
+    (continuar, otra) = buttons_under(message)
+    n = int(buttons.command(continuar[1]).argument)
+    assert [continuar, otra] == [("Continuar", f"continuar:{n}"), ("Otra", f"otra:{n}")]
+    return n
+
+
+# --- slash commands ------------------------------------------------------------------------------
+
+async def test_slash_commands_are_registered_with_spanish_descriptions(env, channel, alice):
+    assert set(alice.available_commands(channel)) == set(SLASH)
+    (synced,) = [r.json for r in env.http_requests if r.method == "PUT" and r.path.endswith("/commands")]
+    about = {c["name"]: c for c in synced}
+    assert about["cervantes"]["description"] == "Continúa tu frase con la prosa de Don Quijote."
+    assert about["temperatura"]["options"][0]["name"] == "valor"
+    assert "0,7" in about["temperatura"]["options"][0]["description"]
+    assert all(c["description"] and all(o["description"] for o in c["options"]) for c in synced)
+
+
+async def test_ayuda_lists_the_commands(env, channel, alice):
+    result = await alice.slash(channel, "ayuda")
+    assert callbacks(env) == [5]  # deferred ("thinking..."), then the response edited
+    text = result.response.content
+    assert text.startswith("Soy Cervantes")
+    assert all(f"/{name}" in text for name in SLASH)
+
+
+async def test_cervantes_streams_the_seed_then_a_continuation(env, channel, alice):
+    result = await alice.slash(channel, "cervantes", semilla="Sancho dijo")
+    final = result.response.content
+    assert final.startswith("Sancho dijo") and len(final) == len("Sancho dijo") + LENGTH
+    edits = edits_of(env)
+    assert edits[0] == "Sancho dijo" and edits[-1] == final
+    assert len(edits) >= 3  # the seed, some continuation, the full text
+    assert all(b.startswith(a) for a, b in zip(edits, edits[1:]))  # a reply only grows
+    assert not result.followups
+
+
+@pytest.mark.parametrize("edit_interval_s", [5.0])
+async def test_edits_are_paced_per_channel(env, guild, channel, alice):
+    other = guild.create_text_channel("otro")
+    seed = "Sancho dijo"
+    a = await alice.slash(channel, "cervantes", semilla=seed)
+    assert edits_of(env) == [seed, a.response.content]  # the first piece; 5 s later, the full text
+    b = await alice.slash(channel, "cervantes", semilla=seed)
+    assert edits_of(env)[2:] == [b.response.content]  # still 5 s since this channel's last edit
+    c = await alice.slash(other, "cervantes", semilla=seed)
+    assert edits_of(env)[3:] == [seed, c.response.content]  # another channel, its own pace
+    await env.advance_time(5)
+    d = await alice.slash(channel, "cervantes", semilla=seed)
+    assert edits_of(env)[5:] == [seed, d.response.content]
+
+
+async def test_continuar_goes_on_in_the_same_channel(channel, alice):
+    first = await alice.slash(channel, "continuar")
+    assert first.response.content == messages.NOTHING_TO_CONTINUE
+    await alice.slash(channel, "cervantes", semilla="Sancho")
+    more = await alice.slash(channel, "continuar")
+    assert len(more.response.content) == LENGTH
+
+
+async def test_a_long_reply_is_split_into_followups(channel, alice):
+    await alice.slash(channel, "longitud", n="2100")
+    result = await alice.slash(channel, "cervantes", semilla="Sancho dijo")
+    parts = [result.response.content] + [f.content for f in result.followups]
+    assert len(parts) == 2 and all(0 < len(p) <= MAX_CHARS for p in parts)
+    assert len(full_reply(result)) == len("Sancho dijo") + 2100
+    assert full_reply(result).startswith("Sancho dijo")
+    assert buttons_under(result.response) == [] and reply_id(result.followups[-1])  # under the end
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+async def test_temperatura_good_and_bad_values(channel, alice):
+    good = await alice.slash(channel, "temperatura", valor="0,7")
+    assert good.response.content == messages.TEMPERATURE_SET.format(value="0,7")
+    bad = await alice.slash(channel, "temperatura", valor="mucha")
+    assert bad.response.content == messages.TEMPERATURE_BAD.format(tmin="0,1", tmax="2")
+    too_hot = await alice.slash(channel, "temperatura", valor="9")
+    assert too_hot.response.content == bad.response.content
+    shown = await alice.slash(channel, "temperatura")
+    assert shown.response.content == messages.TEMPERATURE_IS.format(value="0,7", tmin="0,1", tmax="2")
+
+
+async def test_each_channel_keeps_its_own_settings(env, guild, channel, alice):
+    other = guild.create_text_channel("otro")
+    await alice.slash(channel, "temperatura", valor="0,7")
+    await alice.user.slash("temperatura", valor="1,5")  # a DM is a channel of its own
+
+    def is_(value):
+        return messages.TEMPERATURE_IS.format(value=value, tmin="0,1", tmax="2")
+
+    assert (await alice.slash(channel, "temperatura")).response.content == is_("0,7")
+    assert (await alice.slash(other, "temperatura")).response.content == is_("0,7")  # the default
+    assert (await alice.user.slash("temperatura")).response.content == is_("1,5")
+    await alice.send(other, "!olvidar")
+    assert bot_messages(env, other)[-1].content == messages.NOTHING_TO_FORGET
+    await alice.send(channel, "!olvidar")
+    assert bot_messages(env, channel)[-1].content == messages.FORGOTTEN
+
+
+# --- prefix commands -----------------------------------------------------------------------------
+
+async def test_prefix_cervantes_answers_the_message(env, channel, alice):
+    asked = await alice.send(channel, "!cervantes Sancho dijo")
+    (reply,) = bot_messages(env, channel)
+    assert reply.content.startswith("Sancho dijo") and len(reply.content) == len("Sancho dijo") + LENGTH
+    assert reply.reference is not None and reply.reference.message_id == asked.id
+    await alice.send(channel, "!temperatura mucha")
+    bad = messages.TEMPERATURE_BAD.format(tmin="0,1", tmax="2")
+    assert bot_messages(env, channel)[-1].content == bad
+
+
+async def test_prefix_ignores_other_text_and_unknown_commands(env, channel, alice):
+    for text in ("cervantes Sancho", "hola !cervantes", "!tocar guitarra", "/cervantes Sancho"):
+        await alice.send(channel, text)
+    assert bot_messages(env, channel) == []
+
+
+async def test_messages_from_bots_are_ignored(env, guild, channel):
+    robot = guild.add_member(env.create_user("robot", bot=True))
+    await robot.send(channel, "!cervantes Sancho dijo")
+    assert bot_messages(env, channel) == []
+
+
+@pytest.mark.parametrize("model_dir", ["chatty"], indirect=True)
+async def test_its_own_messages_are_ignored(env, channel, alice):
+    await alice.send(channel, "!cervantes !ayuda por favor")
+    (reply,) = bot_messages(env, channel)  # a command too, but its own: not answered
+    assert reply.content.startswith("!ayuda por favor")
+
+
+# --- buttons -------------------------------------------------------------------------------------
+
+async def test_every_generated_reply_carries_continuar_and_otra(env, channel, alice):
+    slash = await alice.slash(channel, "cervantes", semilla="Sancho dijo")
+    more = await alice.slash(channel, "continuar")
+    await alice.send(channel, "!cervantes Sancho dijo")
+    await alice.send(channel, "!continuar")
+    replies = [slash.response, more.response] + bot_messages(env, channel)[-2:]
+    assert [len(m.content) for m in replies] == [len("Sancho dijo") + LENGTH, LENGTH] * 2
+    assert len({reply_id(m) for m in replies}) == 4  # each names its own reply
+
+
+async def test_replies_that_are_not_texts_carry_no_buttons(env, channel, alice):
+    results = [await alice.slash(channel, name) for name in ("ayuda", "temperatura", "continuar")]
+    await alice.send(channel, "!ayuda")
+    await alice.send(channel, "!temperatura 0,5")
+    shown = [r.response for r in results] + bot_messages(env, channel)[-2:]
+    assert shown[2].content == messages.NOTHING_TO_CONTINUE
+    assert shown[4].content == messages.TEMPERATURE_SET.format(value="0,5")
+    assert all(buttons_under(m) == [] for m in shown)
+    writes = [r.json for r in env.http_requests if r.method in ("POST", "PATCH") and isinstance(r.json, dict)]
+    assert len(writes) >= 5 and not any(w.get("components") for w in writes)  # never sent, then removed
+
+
+async def test_a_streamed_reply_shows_its_buttons_with_its_final_text_only(env, channel, alice):
+    def writes(since: int) -> list[dict]:  # the posts and edits of message contents
+        return [r.json for r in env.http_requests[since:]
+                if r.method in ("POST", "PATCH") and isinstance(r.json, dict) and "content" in r.json]
+
+    result = await alice.slash(channel, "cervantes", semilla="Sancho dijo")
+    edits = writes(0)
+    assert len(edits) >= 3 and edits[-1]["content"] == result.response.content
+    assert [bool(e.get("components")) for e in edits] == [False] * (len(edits) - 1) + [True]
+    since = len(env.http_requests)
+    await alice.send(channel, "!cervantes Sancho dijo")
+    posts = writes(since)
+    assert len(posts) >= 3 and posts[-1]["content"] == bot_messages(env, channel)[-1].content
+    assert [bool(p.get("components")) for p in posts] == [False] * (len(posts) - 1) + [True]
+
+
+@pytest.mark.parametrize("chat_options", [dict(min_temperature=0.0)])
+async def test_continuar_goes_on_from_the_reply_pressed(env, channel, alice):
+    await alice.slash(channel, "temperatura", valor="0")  # greedy: a seed always gives the same text
+    first = await alice.slash(channel, "cervantes", semilla="Sancho dijo")
+    pressed = await alice.click(first.response, label="Continuar")
+    went_on = bot_messages(env, channel)[-1]
+    assert pressed.acknowledged and went_on.reference.message_id == first.response.id
+    assert len(went_on.content) == LENGTH
+    assert reply_id(went_on) != reply_id(first.response)
+    # the same text once more, then a typed /continuar right after it: what the button wrote
+    again = await alice.slash(channel, "cervantes", semilla="Sancho dijo")
+    assert again.response.content == first.response.content
+    typed = await alice.slash(channel, "continuar")
+    assert typed.response.content == went_on.content
+
+
+async def test_continuar_on_an_older_reply_goes_on_exactly_from_it(env, channel, alice):
+    clock = env.bot.adapter.double_taps.clock = Clock()
+    await alice.send(channel, "!cervantes Sancho dijo")
+    await alice.send(channel, "!continuar")  # goes on from the last reply, with its random stream
+    older, typed = bot_messages(env, channel)
+    await alice.click(older, label="Continuar")  # no longer the last reply
+    went_on = bot_messages(env, channel)[-1]
+    assert went_on.reference.message_id == older.id
+    assert len(went_on.content) == LENGTH and went_on.content == typed.content
+    twice = await alice.click(older, label="Continuar")  # a double tap counts once: no same text twice
+    assert twice.response.content == messages.PRESSED_TWICE and len(bot_messages(env, channel)) == 3
+    clock.now += 6
+    await alice.click(older, label="Continuar")  # later, again: a reply can be continued many times
+    assert bot_messages(env, channel)[-1].content == typed.content
+    assert len({reply_id(m) for m in bot_messages(env, channel)}) == 4
+
+
+async def test_continuar_as_a_reply_continues_that_text(env, channel, alice):
+    await alice.send(channel, "!cervantes Sancho dijo")
+    await alice.send(channel, "!continuar")
+    await alice.send(channel, "!cervantes Dulcinea")
+    older, typed, last = bot_messages(env, channel)
+    await alice.send(channel, "!continuar", reply_to=older)
+    went_on = bot_messages(env, channel)[-1]
+    assert went_on.content == typed.content  # that text's continuation, not Dulcinea's
+    await alice.send(channel, "!continuar")  # not a reply: the last text, as always
+    assert bot_messages(env, channel)[-1].content != typed.content
+
+
+async def test_otra_writes_the_reply_again(env, channel, alice):
+    first = await alice.slash(channel, "cervantes", semilla="Sancho dijo")
+    await alice.click(first.response, label="Otra")
+    again = bot_messages(env, channel)[-1]
+    assert again.reference.message_id == first.response.id
+    assert again.content.startswith("Sancho dijo") and len(again.content) == len("Sancho dijo") + LENGTH
+    assert again.content != first.response.content  # the same seed, new randomness
+    assert reply_id(again) != reply_id(first.response)
+    # under a continuation, Otra writes the continuation again, from where it began
+    await alice.click(again, label="Continuar")
+    went_on = bot_messages(env, channel)[-1]
+    await alice.click(went_on, label="Otra")
+    other = bot_messages(env, channel)[-1]
+    assert other.reference.message_id == went_on.id
+    assert len(other.content) == LENGTH and other.content != went_on.content and reply_id(other)
+
+
+async def test_a_press_in_a_direct_message_is_answered_there(env, alice):
+    first = await alice.user.slash("cervantes", semilla="Sancho dijo")
+    await alice.user.click(first.response, label="Continuar")
+    went_on = bot_messages(env, alice.user.dm_channel)[-1]
+    assert went_on.reference.message_id == first.response.id
+    assert len(went_on.content) == LENGTH and reply_id(went_on) != reply_id(first.response)
+
+
+async def test_buttons_work_after_a_restart(config):
+    """A new runtime over the same database and a new client: an old message's button still works,
+    and writes exactly what it wrote before. simcord keeps Discord's side (its messages and their
+    buttons) across env.restart_bot; everything of the bot's is new."""
+    def new_client(runtime):
+        return DiscordAdapter(runtime.commands, config.discord, token="never used by simcord").client
+
+    env = None
+    try:
+        async with open_runtime(config) as runtime:
+            env = simcord.Env(new_client(runtime), settle_timeout=30)
+            await env.start()
+            guild = env.create_guild()
+            channel, alice = guild.create_text_channel("general"), guild.add_member(env.create_user("alice"))
+            await alice.send(channel, "!cervantes Sancho dijo")
+            await alice.click(bot_messages(env, channel)[0], label="Continuar")
+            await env.bot.adapter.stop()
+        old, before = bot_messages(env, channel)
+        async with open_runtime(config) as runtime:
+            await env.restart_bot(new_client(runtime))
+            await alice.click(old, label="Continuar")
+            after = bot_messages(env, channel)[-1]
+            assert after.id != before.id and after.reference.message_id == old.id
+            assert len(after.content) == LENGTH and after.content == before.content
+            assert reply_id(after) not in (reply_id(old), reply_id(before))
+    finally:
+        if env is not None:
+            await env.shutdown()
+    env.raise_errors()
+
+
+@pytest.mark.parametrize("storage_options", [dict(replies_per_chat=1)])
+async def test_a_forgotten_reply_button_says_so(env, channel, alice):
+    await alice.send(channel, "!cervantes Sancho dijo")
+    await alice.send(channel, "!cervantes Sancho dijo")  # the chat keeps only this one
+    older, last = bot_messages(env, channel)
+    for label in ("Continuar", "Otra"):
+        await alice.click(older, label=label)
+        answer = bot_messages(env, channel)[-1]
+        assert answer.content == messages.REPLY_FORGOTTEN and answer.reference.message_id == older.id
+        assert buttons_under(answer) == []
+    await alice.click(last, label="Continuar")
+    assert len(bot_messages(env, channel)[-1].content) == LENGTH
+
+
+async def test_a_press_counts_against_the_member_who_pressed(env, guild, channel, alice):
+    bob = guild.add_member(env.create_user("bob"))
+    env.bot.adapter.commands.quota.users.per_minute = 1
+    await alice.send(channel, "!cervantes Sancho dijo")  # alice's one command this minute
+    reply = bot_messages(env, channel)[-1]
+    await bob.click(reply, label="Continuar")  # bob's: goes ahead
+    await bob.click(reply, label="Otra")  # bob's second: refused
+    contents = [m.content for m in bot_messages(env, channel)]
+    assert len(contents) == 3 and len(contents[1]) == LENGTH
+    assert contents[2] == messages.RATE_LIMITED.format(seconds=60)
+
+
+async def test_presses_are_ignored_while_closing(env, channel, alice):
+    await alice.send(channel, "!cervantes Sancho dijo")
+    (reply,) = bot_messages(env, channel)
+    env.bot.adapter._closing = True  # what stop() sets while the last replies are finished
+    pressed = await alice.click(reply, label="Continuar")
+    assert not pressed.acknowledged and bot_messages(env, channel) == [reply]
+
+
+# --- mentions ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model_dir", ["chatty"], indirect=True)
+async def test_a_seed_with_mentions_pings_nobody(env, guild, channel, alice):
+    bob = guild.add_member(env.create_user("bob"))
+    seed = f"@everyone @here <@{bob.id}> dijo"
+    result = await alice.slash(channel, "cervantes", semilla=seed)
+    await alice.send(channel, f"!cervantes {seed}")
+    replies = [result.response.message, bot_messages(env, channel)[-1]]
+    await alice.click(replies[0], label="Otra")
+    replies.append(bot_messages(env, channel)[-1])
+    assert len({m.id for m in replies}) == 3
+    for reply in replies:
+        assert reply.content.startswith(seed)  # the text is there, as plain text
+        assert not reply.mention_everyone  # the bot may mention everyone here: it chose not to
+    # and no one at all: every post and edit carried allowed_mentions "none" (no users, roles, replied)
+    sent = [r.json for r in env.http_requests
+            if r.method in ("POST", "PATCH") and "content" in (r.json or {})]
+    assert len(sent) > 4 and all(r["allowed_mentions"] == {"parse": []} for r in sent)
+
+
+# --- Discord failing ------------------------------------------------------------------------------
+
+async def test_a_failed_send_is_logged_not_retried_and_the_bot_goes_on(env, channel, alice, caplog):
+    env.inject_error("POST", "/channels/*/messages", status=403, code=50013)
+    await alice.send(channel, "!cervantes Sancho dijo")
+    assert bot_messages(env, channel) == []
+    assert "Discord send failed" in caplog.text
+    await alice.send(channel, "!ayuda")
+    assert [m.content[:13] for m in bot_messages(env, channel)] == ["Soy Cervantes"]
+    posts = [r for r in env.http_requests if r.method == "POST" and r.path.endswith("/messages")]
+    assert len(posts) == 2  # one try for each command: never a second copy of a reply
+
+
+async def test_a_failed_edit_is_made_good_by_the_next(env, channel, alice):
+    env.inject_error("PATCH", "/webhooks/*/messages/@original", status=404, code=10008, times=2)
+    result = await alice.slash(channel, "cervantes", semilla="Sancho dijo")
+    assert len(result.response.content) == len("Sancho dijo") + LENGTH
+    assert not result.followups and callbacks(env) == [5]
+
+
+async def test_an_interaction_that_cannot_be_deferred_gets_no_reply(env, channel, alice):
+    env.inject_error("POST", "/interactions/*/callback", status=404, code=10062)  # came too late
+    result = await alice.slash(channel, "ayuda")
+    assert result.response is None and edits_of(env) == []
+    assert (await alice.slash(channel, "ayuda")).response.content.startswith("Soy Cervantes")
+
+
+async def test_stop_closes_the_client(env):
+    await env.bot.adapter.stop()
+    assert env.bot.is_closed()
+
+
+# --- syncing -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("discord_options", [dict(guilds=[1234567890123456789])])
+async def test_commands_sync_to_the_configured_guilds_only(env):
+    puts = [r.path for r in env.http_requests if r.method == "PUT"]
+    assert len(puts) == 1 and puts[0].endswith("/guilds/1234567890123456789/commands")
+
+
+# --- splitting -----------------------------------------------------------------------------------
+
+def test_split_cuts_at_spaces_and_keeps_earlier_cuts():
+    text = ("palabra " * 600).strip()  # 4799 characters
+    parts = split(text)
+    assert "".join(parts) == text and all(len(p) <= MAX_CHARS for p in parts)
+    assert all(p.endswith(" ") for p in parts[:-1])
+    assert split(text + " y más")[:-1] == parts[:-1]
+    assert split("x" * 4500) == ["x" * 2000, "x" * 2000, "x" * 500]
+
+
+async def test_a_reply_past_the_interaction_token_lifetime_goes_on_in_the_channel(env, channel, alice, monkeypatch):
+    from bot.discord import adapter as discord_adapter
+
+    monkeypatch.setattr(discord_adapter, "TOKEN_LIFETIME_S", 0.0)  # as if it had waited 15 minutes in a queue
+    await alice.slash(channel, "cervantes", semilla="Sancho dijo")
+    (reply,) = [m for m in bot_messages(env, channel) if m.content]  # beside the deferred "thinking" one
+    assert reply.content.startswith("Sancho dijo") and len(reply.content) == len("Sancho dijo") + LENGTH
+    assert edits_of(env) == []  # nothing sent with the expired token
+
+
+async def test_one_member_cannot_use_up_a_channel_quota(env, guild, channel, alice):
+    bob = guild.add_member(env.create_user("bob"))
+    env.bot.adapter.commands.quota.users.per_minute = 2
+    for _ in range(3):
+        await alice.send(channel, "!ayuda")
+    await bob.send(channel, "!ayuda")
+    contents = [m.content for m in bot_messages(env, channel)]
+    assert [c[:8] for c in contents] == ["Soy Cerv", "Soy Cerv", "Despacio", "Soy Cerv"]

@@ -1,0 +1,105 @@
+"""The status file serve writes and health's verdict on it (the command itself: test_deploy.py)."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from bot.process import health, status
+
+NOW = 1_700_000_000.0
+
+
+def report(**changes) -> dict:
+    base = {"pid": 7, "updated_at": NOW - 2, "model": {"id": "m1", "loaded": True},
+            "worker": {"alive": True, "progress_at": NOW - 1, "waiting": 0, "active": 0},
+            "adapters": {"telegram": {"connected": True, "last_ok": NOW - 3}}}
+    for key, value in changes.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) and key != "adapters" else value
+    return base
+
+
+def verdict(tmp_path, **changes) -> health.Verdict:
+    path = tmp_path / "c.db.status.json"
+    status.write(path, report(**changes))
+    return health.check(path, now=NOW)
+
+
+def test_a_working_serve_is_healthy(tmp_path):
+    assert verdict(tmp_path).line() == "ok: model m1, worker 1 s ago, telegram connected (last ok 3 s ago)"
+
+
+@pytest.mark.parametrize("changes, said", [
+    (dict(updated_at=NOW - health.STALE_AFTER_S - 1), "last written 31 s ago: cervantes serve died or is stuck"),
+    (dict(worker={"alive": False}), "the generation worker is gone"),
+    (dict(worker={"progress_at": NOW - health.STUCK_AFTER_S - 5, "waiting": 12}),
+     "the generation worker made no progress since 95 s ago (12 requests waiting)"),
+    (dict(worker={"progress_at": None}), "no progress since never"),
+    (dict(model={"loaded": False}), "the model is not loaded"),
+    (dict(adapters={"telegram": {"connected": False, "last_ok": NOW - 200}, "discord": {"connected": True}}),
+     "telegram DISCONNECTED (last ok 200 s ago), discord connected"),
+])
+def test_what_is_wrong_is_said(tmp_path, changes, said):
+    v = verdict(tmp_path, **changes)
+    assert not v.ok and v.line().startswith("FAIL: ") and said in v.line(), v.line()
+
+
+def test_a_missing_or_foreign_file_is_unhealthy(tmp_path):
+    path = tmp_path / "c.db.status.json"
+    assert "cervantes serve is not running" in health.check(path).reason
+    path.write_text("{}")
+    assert health.check(path).reason == f"{path} unreadable: not a cervantes status file"
+    path.write_text("{")
+    assert not health.check(path).ok
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # health wrote nothing
+
+
+def test_a_write_replaces_the_whole_file(tmp_path):
+    path = tmp_path / "s.json"
+    status.write(path, report())
+    status.write(path, report(pid=8))
+    assert status.read(path)["pid"] == 8
+    assert [p.name for p in tmp_path.iterdir()] == ["s.json"]  # no partial file left
+
+
+class TelegramAdapter:  # the names health reports come from the class: "telegram"
+    def __init__(self, **attrs):
+        self.__dict__.update(attrs)
+
+
+def test_an_adapters_own_word_wins_and_its_library_is_the_fallback():
+    own = TelegramAdapter(connected=False, last_ok=NOW, application=SimpleNamespace(running=True))
+    assert status.adapter_state(own) == {"connected": False, "last_ok": NOW}
+    polling = SimpleNamespace(running=True, updater=SimpleNamespace(running=True))
+    assert status.adapter_state(TelegramAdapter(application=polling)) == {"connected": True, "last_ok": None}
+    stopped = SimpleNamespace(running=True, updater=SimpleNamespace(running=False))
+    assert status.adapter_state(TelegramAdapter(application=stopped))["connected"] is False
+    ws = SimpleNamespace(open=True)
+    client = SimpleNamespace(is_ready=lambda: True, is_closed=lambda: False, ws=ws)
+    assert status.adapter_state(TelegramAdapter(client=client))["connected"] is True
+    assert status.adapter_state(TelegramAdapter())["connected"] is False
+    assert status.adapter_name(TelegramAdapter()) == "telegram"
+
+
+async def test_keep_writes_until_cancelled_then_removes_the_file(tmp_path, monkeypatch):
+    import asyncio
+
+    monkeypatch.setattr(status, "INTERVAL_S", 0.02)
+    service = SimpleNamespace(worker_alive=True, progress_at=time.time(),
+                              stats=lambda: SimpleNamespace(waiting=1, active=2))
+    runtime = SimpleNamespace(service=service, model_id="m1")
+    adapter = TelegramAdapter(connected=True, last_ok=None)
+    path = tmp_path / "c.db.status.json"
+    keeping = asyncio.create_task(status.keep(path, runtime, [adapter]))
+    while not path.exists():
+        await asyncio.sleep(0.01)
+    assert health.check(path).ok
+    adapter.connected = False
+    await asyncio.sleep(0.1)
+    assert status.read(path)["adapters"] == {"telegram": {"connected": False, "last_ok": None}}
+    assert status.read(path)["worker"] == {"alive": True, "progress_at": service.progress_at, "waiting": 1, "active": 2}
+    keeping.cancel()
+    await asyncio.gather(keeping, return_exceptions=True)
+    assert not path.exists()

@@ -1,0 +1,36 @@
+"""An Output for the commands that keeps what the user would read, shared by the tests of every room."""
+
+from __future__ import annotations
+
+from bot.chat.commands import ChatKey, Commands
+from bot.chat.parsing import parse
+
+CHAT = ChatKey("telegram", "-100123")
+
+
+class Recorder:
+    """An Output that keeps every reply, streamed or not, as the user would finally read it."""
+
+    def __init__(self):
+        self.replies: list[str] = []
+        self.streamed: list[list[str]] = []
+        self.reply_ids: list[int | None] = []  # the id each generated reply's buttons carry
+
+    async def send(self, text: str) -> None:
+        self.replies.append(text)
+
+    async def stream(self, pieces) -> None:
+        got = [p async for p in pieces]
+        self.streamed.append(got)
+        self.replies.append("".join(got))
+        self.reply_ids.append(pieces.reply_id)
+
+    @property
+    def last(self) -> str:
+        return self.replies[-1]
+
+
+async def say(commands: Commands, text: str, chat: ChatKey = CHAT) -> str:
+    out = Recorder()
+    await commands.run(chat, parse(text), out)
+    return out.last
