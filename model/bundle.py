@@ -3,6 +3,8 @@
     config.json        hyperparameters (embedding, units, vocabulary size, normalization)
     vocab.json         the characters, id 0 being the unknown one
     model.weights.h5   the network's weights
+    lexicon.txt.gz     the training side's words, for the book sampler (optional: without it, only
+                       the free sampler; model/lexicon.py)
     MODEL_CARD.md      how it was made and how well it does (written by hand from the metrics)
 """
 
@@ -13,6 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.lexicon import Lexicon
 from model.network import CharGRU, Hyperparameters, build
 from model.vocab import Vocab
 
@@ -33,6 +36,7 @@ class Bundle:
     vocab: Vocab
     hp: Hyperparameters
     model_id: str  # identity(): tells stored GRU states of another model apart
+    lexicon: Lexicon | None = None  # the training side's words; None: the folder has none
 
 
 def save(folder: str | Path, network: CharGRU, vocab: Vocab) -> Path:
@@ -68,4 +72,4 @@ def load(folder: str | Path | None = None) -> Bundle:
     network = build(hp)
     network.load_weights(str(folder / WEIGHTS_FILE))
     model_id = identity(folder, hp)
-    return Bundle(network=network, vocab=vocab, hp=hp, model_id=model_id)
+    return Bundle(network=network, vocab=vocab, hp=hp, model_id=model_id, lexicon=Lexicon.load(folder))

@@ -40,7 +40,8 @@ class ExportedGenerator(tf.Module):
         state = self.sampler._prime_impl(padded, tf.maximum(lengths - 1, 0),
                                          tf.zeros([batch, self.sampler.units]))
         seeds = tf.random.uniform([batch], maxval=tf.int64.max, dtype=tf.int64)
-        out, state, last = self.sampler._sample_impl(last, state, temperature, seeds,
+        words = tf.zeros([batch], tf.int32)  # the free sampler: every character allowed
+        out, state, last, _ = self.sampler._sample_impl(last, state, words, temperature, seeds,
                                                      tf.zeros([batch], tf.int32), length, tf.constant(0),
                                                      tf.constant(1.0), tf.fill([batch], length))
         text = tf.strings.reduce_join(tf.gather(self.id_to_char, out), axis=-1)

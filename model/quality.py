@@ -22,6 +22,11 @@ FREQUENT_SHARE = 0.005  # words at least this share of a setting's words are "fr
 FREQUENT_COUNT = 3  # and at least this many times
 
 
+def is_letter(c: str) -> bool:
+    """Characters (one or more) that words are made of, and only those."""
+    return _WORD.fullmatch(c) is not None
+
+
 def words(text: str) -> list[str]:
     """Lower-case words. A word the text ends inside is left out: the sample stopped there, not the writer."""
     found = _WORD.findall(text.lower())

@@ -6,6 +6,10 @@ and the new state is multiplied once by [recurrent kernel | output kernel], [uni
 vocab], which gives the logits of this step and the recurrent half of the next. Each row carries
 its own temperature, random seed and position, so a row's text depends only on its own inputs,
 never on which other rows share the batch.
+
+Each row also carries a word state (model/lexicon.py): with the book's words ("book") a character
+that would start or extend a word the book never uses is masked, one gather from the lexicon's
+transition table per step; OFF ("free") allows every character. Both are the same compiled program.
 """
 
 from __future__ import annotations
@@ -16,8 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from model import lexicon as lex
+from model.lexicon import Lexicon
 from model.network import CharGRU
 from model.vocab import UNK_ID, Vocab
+
+WORDS = ("free", "book")  # every character; only the words of the book (the sampler's lexicon)
 
 _HASH_MUL_1 = 0x7FEB352D
 _HASH_MUL_2 = 0x846CA68B
@@ -73,10 +81,13 @@ def choose(logits, temperatures, seeds, positions, top_k=0, top_p=1.0):
 
 
 class Sampler:
-    """prime(ids, lengths, state) -> state; sample(last, state, ...) -> (ids, state, last)."""
+    """prime(ids, lengths, state) -> state; sample(last, state, ...) -> (ids, state, last, word states).
 
-    def __init__(self, network: CharGRU, vocab: Vocab):
+    With a `lexicon`, rows can be held to the book's words (`word_states(texts, "book")`)."""
+
+    def __init__(self, network: CharGRU, vocab: Vocab, lexicon: Lexicon | None = None):
         self.vocab = vocab
+        self.lexicon = lexicon
         self.units = network.hp.rnn_units
         self.vocab_size = network.hp.vocab_size
         cell = network.gru.cell
@@ -88,12 +99,15 @@ class Sampler:
         self.out_bias = tf.constant(network.dense.bias)  # [vocab]
         self.both_kernels = tf.constant(tf.concat(  # [units, 3u + vocab]: one product per step
             [self.recurrent_kernel, tf.convert_to_tensor(network.dense.kernel)], axis=1))
+        # [word states, vocab]: the word state after each character, -1 where it is not allowed
+        off = np.where(np.arange(len(vocab)) == UNK_ID, lex.NOT_ALLOWED, lex.OFF).astype(np.int32)[None]
+        self.word_table = tf.constant(lexicon.table(vocab) if lexicon is not None else off)
         u = self.units
         self._prime = tf.function(self._prime_impl, jit_compile=True, input_signature=[
             tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32),
             tf.TensorSpec([None, u], tf.float32)])
         self._sample = tf.function(self._sample_impl, jit_compile=True, input_signature=[
-            tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, u], tf.float32),
+            tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, u], tf.float32), tf.TensorSpec([None], tf.int32),
             tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int64),
             tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
             tf.TensorSpec([], tf.float32), tf.TensorSpec([None], tf.int32)])
@@ -122,10 +136,11 @@ class Sampler:
             t += 1
         return h
 
-    def _sample_impl(self, last, h, temperatures, seeds, positions, steps, top_k, top_p, steps_left):
+    def _sample_impl(self, last, h, words, temperatures, seeds, positions, steps, top_k, top_p, steps_left):
         # steps_left [batch]: a row stops after its own count (its state and last id stay those
         # after its last character); the call always runs `steps`, so its shape never depends on
         # how much a row still has to write, and XLA compiles one program per batch size.
+        # words [batch]: each row's word state after `last` (lexicon.py).
         out = tf.TensorArray(tf.int32, size=steps)
         split = [3 * self.units, self.vocab_size]
         hr = self._recurrent(h)
@@ -133,17 +148,32 @@ class Sampler:
             going = (t < steps_left)[:, None]
             h_next = self._cell(last, h, hr)
             hr_next, logits = tf.split(h_next @ self.both_kernels, split, axis=-1)
-            chosen = choose(logits + self.out_bias, temperatures, seeds, positions + t, top_k, top_p)
+            after = tf.gather(self.word_table, words)  # [batch, vocab]: the word state after each id
+            logits = tf.where(after >= 0, logits + self.out_bias, -1e9)  # before top-k and top-p
+            chosen = choose(logits, temperatures, seeds, positions + t, top_k, top_p)
             h = tf.where(going, h_next, h)
             hr = tf.where(going, hr_next + self.recurrent_bias, hr)
             last = tf.where(going[:, 0], chosen, last)
+            words = tf.where(going[:, 0], tf.gather(after, chosen, batch_dims=1), words)
             out = out.write(t, chosen)
-        return tf.transpose(out.stack()), h, last  # ids [batch, steps]
+        return tf.transpose(out.stack()), h, last, words  # ids [batch, steps]
 
     # numpy in, numpy out -------------------------------------------------------------------------
 
     def zero_state(self, batch: int) -> np.ndarray:
         return np.zeros([batch, self.units], np.float32)
+
+    def word_states(self, texts: list[str], words: str = "free") -> np.ndarray:
+        """The word state [batch] after each text (a seed, or the tail of a text to go on from):
+        "free" writes anything; "book" only the book's words, going on inside a text's last word
+        when its letters are a known prefix, else freely until the next word boundary."""
+        if words not in WORDS:
+            raise ValueError(f"words must be one of {', '.join(WORDS)}, not {words!r}")
+        if words == "free":
+            return np.full(len(texts), lex.OFF, np.int32)
+        if self.lexicon is None:
+            raise ValueError(f'words = "book" needs a lexicon: the model folder has no {lex.LEXICON_FILE}')
+        return np.array([self.lexicon.state_after(t) for t in texts], np.int32)
 
     def prime(self, seeds_ids: list[np.ndarray], states: np.ndarray | None = None, min_time: int = 1):
         """Consume each seed but its last character. Returns (states [batch, units], last ids [batch]).
@@ -159,21 +189,23 @@ class Sampler:
         return h, np.array([s[-1] for s in seeds_ids], np.int32)
 
     def sample(self, last, states, temperatures, steps: int, seeds=None, positions=None, top_k: int = 0,
-               top_p: float = 1.0, steps_left=None):
+               top_p: float = 1.0, steps_left=None, words=None):
         """Sample `steps` ids per row (row i stops after steps_left[i]: its ids past that are
-        meaningless, its state and last id are those after its own last step).
-        Returns (ids [batch, steps], states, last ids)."""
+        meaningless, its state, last id and word state are those after its own last step);
+        `words`: the rows' word states (word_states; None: all free).
+        Returns (ids [batch, steps], states, last ids, word states)."""
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], not {top_p}")
         batch = len(last)
         seeds = np.array([secrets.randbits(63) for _ in range(batch)] if seeds is None else seeds, np.int64)
         positions = np.zeros(batch, np.int32) if positions is None else np.asarray(positions, np.int32)
-        ids, h, last = self._sample(np.asarray(last, np.int32), np.asarray(states, np.float32),
-                                    np.asarray(temperatures, np.float32), seeds, positions,
-                                    np.int32(steps), np.int32(top_k), np.float32(top_p),
-                                    np.full(batch, steps, np.int32) if steps_left is None
-                                    else np.minimum(np.asarray(steps_left, np.int32), steps))
-        return ids.numpy(), h.numpy(), last.numpy()
+        words = np.full(batch, lex.OFF, np.int32) if words is None else np.asarray(words, np.int32)
+        ids, h, last, words = self._sample(
+            np.asarray(last, np.int32), np.asarray(states, np.float32), words,
+            np.asarray(temperatures, np.float32), seeds, positions, np.int32(steps), np.int32(top_k),
+            np.float32(top_p), np.full(batch, steps, np.int32) if steps_left is None
+            else np.minimum(np.asarray(steps_left, np.int32), steps))
+        return ids.numpy(), h.numpy(), last.numpy(), words.numpy()
 
 
 @dataclass
@@ -184,27 +216,34 @@ class Generation:
 
 
 def generate(sampler: Sampler, seeds: list[str], length: int, temperatures: float | list[float] = 1.0,
-             random_seed: int | None = None, top_k: int = 0, top_p: float = 1.0) -> list[Generation]:
+             random_seed: int | None = None, top_k: int = 0, top_p: float = 1.0,
+             words: str = "free") -> list[Generation]:
     """Continue each (already cleaned, non-empty) seed by `length` characters, all in one batch."""
+    word_states = sampler.word_states(seeds, words)
     states, last = sampler.prime([sampler.vocab.encode(s) for s in seeds])
-    return _sample_rows(sampler, last, states, length, temperatures, random_seed, top_k, top_p)
+    return _sample_rows(sampler, last, states, word_states, length, temperatures, random_seed, top_k, top_p)
 
 
 def continue_from(sampler: Sampler, states: np.ndarray, last_chars: list[str], length: int,
                   temperatures: float | list[float] = 1.0, random_seed: int | None = None,
-                  top_k: int = 0, top_p: float = 1.0) -> list[Generation]:
-    """Go on from stored states and last characters exactly where a generation stopped."""
+                  top_k: int = 0, top_p: float = 1.0, words: str = "free",
+                  tails: list[str] | None = None) -> list[Generation]:
+    """Go on from stored states and last characters exactly where a generation stopped; with
+    "book", each row's `tails` (the text so far, at least its last word) give its word state."""
+    if words != "free" and tails is None:
+        raise ValueError("going on with the book's words needs the texts' tails")
     last = np.array([sampler.vocab.id_of(c) for c in last_chars], np.int32)
-    return _sample_rows(sampler, last, np.asarray(states, np.float32), length, temperatures,
+    word_states = sampler.word_states(tails if tails is not None else list(last_chars), words)
+    return _sample_rows(sampler, last, np.asarray(states, np.float32), word_states, length, temperatures,
                         random_seed, top_k, top_p)
 
 
-def _sample_rows(sampler: Sampler, last, states, length, temperatures, random_seed, top_k, top_p):
+def _sample_rows(sampler: Sampler, last, states, word_states, length, temperatures, random_seed, top_k, top_p):
     """One temperature for all rows or one per row; row i's random seed is random_seed * 1_000_003 + i."""
     n = len(last)
     temps = temperatures if isinstance(temperatures, (list, tuple, np.ndarray)) else [temperatures] * n
     row_seeds = None if random_seed is None else [random_seed * 1_000_003 + i for i in range(n)]
-    ids, states, last = sampler.sample(last, states, temps, length, seeds=row_seeds, top_k=top_k,
-                                       top_p=top_p)
+    ids, states, last, _ = sampler.sample(last, states, temps, length, seeds=row_seeds, top_k=top_k,
+                                          top_p=top_p, words=word_states)
     return [Generation(sampler.vocab.decode(ids[i]), states[i], sampler.vocab.decode([last[i]]))
             for i in range(n)]

@@ -52,6 +52,22 @@ def tiny_sampler(tiny_network, tiny_vocab):
 
 
 @pytest.fixture(scope="session")
+def tiny_lexicon():
+    """The words of TINY_TEXT: what the tiny model may write with words = "book"."""
+    from model.lexicon import Lexicon
+
+    return Lexicon.from_texts([TINY_TEXT])
+
+
+@pytest.fixture(scope="session")
+def tiny_book_sampler(tiny_network, tiny_vocab, tiny_lexicon):
+    """The tiny model's sampler with the lexicon of TINY_TEXT: it can write "free" or "book"."""
+    from model.sampler import Sampler
+
+    return Sampler(tiny_network, tiny_vocab, tiny_lexicon)
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_network, tiny_vocab) -> Path:
     """The tiny model saved as a model folder, as `cervantes` commands load one."""
     from model import bundle

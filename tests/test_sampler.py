@@ -31,7 +31,7 @@ def test_batched_rows_equal_rows_run_alone(tiny_sampler):
     for i, seed in enumerate(SEEDS):
         # row i of a batch uses random_seed * 1_000_003 + i; give the lone run the same row seed
         states, last = tiny_sampler.prime([tiny_sampler.vocab.encode(seed)])
-        ids, _, _ = tiny_sampler.sample(last, states, [0.8], 80, seeds=[7 * 1_000_003 + i])
+        ids, *_ = tiny_sampler.sample(last, states, [0.8], 80, seeds=[7 * 1_000_003 + i])
         assert batch[i].text == tiny_sampler.vocab.decode(ids[0])
 
 
@@ -60,7 +60,7 @@ def test_unknown_id_is_never_sampled(tiny_network, tiny_vocab):
     biased.dense.bias.assign(bias)
     sampler = Sampler(biased, tiny_vocab)
     states, last = sampler.prime([tiny_vocab.encode("Sancho")] * 8)
-    ids, _, _ = sampler.sample(last, states, [0.0, 0.5, 1.0, 2.0] * 2, 200)
+    ids, *_ = sampler.sample(last, states, [0.0, 0.5, 1.0, 2.0] * 2, 200)
     assert UNK_ID not in ids
 
 
