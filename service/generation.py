@@ -70,6 +70,8 @@ class _Row:
     length: int
     random_seed: int
     top_k: int
+    top_p: float
+    word: int  # the word state after `last` (model/lexicon.py): OFF for "free"
     deadline: float  # loop time
     future: asyncio.Future  # (state, last id), or the exception
     chunks: asyncio.Queue = field(default_factory=asyncio.Queue)  # ids [steps] per chunk, then _END
@@ -87,13 +89,14 @@ class Stream:
 
     Errors (the model's; TimeoutError once request_timeout_s has passed since the request was made)
     are raised from the loop. A caller that stops reading early calls `cancel()`, so the row leaves
-    the batch at the next chunk boundary; a cancelled reading task does so by itself.
+    the queue at once, or the batch at the next chunk boundary; a cancelled reading task does so by
+    itself.
     """
 
-    def __init__(self, row: _Row, vocab: Vocab, seed: seeds.Seed | None):
+    def __init__(self, row: _Row, vocab: Vocab, seed: seeds.Seed | None, withdraw):
         self.seed = seed  # the cleaned seed, known at once (to show it first); None for a continuation
         self.result: Result | None = None  # set when the iteration ends
-        self._row, self._vocab = row, vocab
+        self._row, self._vocab, self._withdraw = row, vocab, withdraw
         self._texts: list[str] = []
         self._done = False
 
@@ -122,6 +125,7 @@ class Stream:
         self._row.abandoned = True
         self._done = True
         self._row.future.add_done_callback(_unread)  # its batch may fail: nobody left to read that
+        self._withdraw(self._row)
 
     def _finish(self, state: np.ndarray, last: int) -> Result:
         seed = self.seed
@@ -151,24 +155,25 @@ class GenerationService:
     """One shared batcher: `await generate(...)` or `stream(...)` from any coroutine.
 
     Use `async with GenerationService(sampler) as service:` or call `start()` and `close()`.
-    `top_k` is the default for requests that do not give their own.
+    `top_k`, `top_p` and `words` ("free", or "book": only the words of the sampler's lexicon) are
+    the defaults for requests that do not give their own.
     """
 
     def __init__(self, sampler: Sampler, *, max_batch: int = 64, max_wait_ms: float = 5,
                  chunk_steps: int = 100, queue_size: int = 256, request_timeout_s: float = 30.0,
                  max_seed_chars: int = seeds.MAX_SEED_CHARS, strip_accents: bool = False,
-                 top_k: int = 0, heartbeat_s: float = 2.0):
+                 top_k: int = 0, top_p: float = 1.0, words: str = "free", heartbeat_s: float = 2.0):
         if max_batch < 1 or chunk_steps < 1 or queue_size < 1:
             raise ValueError("max_batch, chunk_steps and queue_size must be at least 1")
-        if top_k < 0:
-            raise ValueError("top_k must be >= 0")
+        _checked(1, 0.0, top_k, top_p)
+        sampler.word_states([], words)  # ValueError: an unknown mode, or "book" without a lexicon
         self.sampler = sampler
         self.max_batch, self.chunk_steps, self.queue_size = max_batch, chunk_steps, queue_size
         self.max_wait_s = max_wait_ms / 1000
         self.request_timeout_s = request_timeout_s
         self.max_seed_chars, self.strip_accents = max_seed_chars, strip_accents
         self._prime_time = max(1, max_seed_chars)  # the time axis of every prime call: one shape
-        self.top_k, self.heartbeat_s = top_k, heartbeat_s
+        self.top_k, self.top_p, self.words, self.heartbeat_s = top_k, top_p, words, heartbeat_s
         self.progress_at: float | None = None  # wall time of the worker's last chunk or idle heartbeat
         self._waiting: deque[_Row] = deque()  # bounded by queue_size in _submit
         self._active: list[_Row] = []
@@ -232,49 +237,58 @@ class GenerationService:
         for batch in self.shapes():
             states, last = await self._in_thread(_prime_padded, self.sampler, [known] * batch, self._prime_time)
             await self._in_thread(
-                _sample_padded, self.sampler, last, states, np.zeros(batch, np.float32),
-                np.zeros(batch, np.int64), np.zeros(batch, np.int32), self.chunk_steps, self.top_k,
-                np.full(batch, self.chunk_steps, np.int32))
+                _sample_padded, self.sampler, last, states, np.zeros(batch, np.int32),
+                np.zeros(batch, np.float32), np.zeros(batch, np.int64), np.zeros(batch, np.int32),
+                self.chunk_steps, self.top_k, self.top_p, np.full(batch, self.chunk_steps, np.int32))
 
     # requests -----------------------------------------------------------------------------------
 
     async def generate(self, seed: str | None = None, *, state: np.ndarray | None = None,
-                       last_char: str | None = None, temperature: float = 1.0, length: int = 300,
-                       random_seed: int | None = None, top_k: int | None = None, position: int = 0) -> Result:
+                       last_char: str | None = None, tail: str = "", temperature: float = 1.0,
+                       length: int = 300, random_seed: int | None = None, top_k: int | None = None,
+                       top_p: float | None = None, words: str | None = None, position: int = 0) -> Result:
         """Continue `seed` (cleaned; the default opening if empty) by `length` characters, or go on
         from a previous result's `state` and `last_char` (and, to go on with the same random stream,
-        its `random_seed` and `position`). Raises Busy, ValueError, TimeoutError."""
-        stream = self.stream(seed, state=state, last_char=last_char, temperature=temperature,
-                             length=length, random_seed=random_seed, top_k=top_k, position=position)
+        its `random_seed` and `position`; with "book", `tail`: the text so far, at least its last
+        word, ending in `last_char`). Raises Busy, ValueError, TimeoutError."""
+        stream = self.stream(seed, state=state, last_char=last_char, tail=tail, temperature=temperature,
+                             length=length, random_seed=random_seed, top_k=top_k, top_p=top_p,
+                             words=words, position=position)
         async for _ in stream:
             pass
         return stream.result
 
     def stream(self, seed: str | None = None, *, state: np.ndarray | None = None,
-               last_char: str | None = None, temperature: float = 1.0, length: int = 300,
-               random_seed: int | None = None, top_k: int | None = None, position: int = 0) -> Stream:
+               last_char: str | None = None, tail: str = "", temperature: float = 1.0, length: int = 300,
+               random_seed: int | None = None, top_k: int | None = None, top_p: float | None = None,
+               words: str | None = None, position: int = 0) -> Stream:
         """Queue a request (as generate) and return its Stream at once. Raises Busy, ValueError."""
         if self._worker is None:
             raise RuntimeError("the generation service is not started")
-        length, temperature, top_k = _checked(length, temperature, self.top_k if top_k is None else top_k)
+        length, temperature, top_k, top_p = _checked(length, temperature, self.top_k if top_k is None else top_k,
+                                                     self.top_p if top_p is None else top_p)
         vocab = self.sampler.vocab
         cleaned, seed_ids, last = None, None, 0
         if state is None and last_char is None:
             cleaned = seeds.clean(seed or "", vocab, self.strip_accents, self.max_seed_chars)
             seed_ids = vocab.encode(cleaned.text)
+            text = cleaned.text
         elif seed is None and state is not None and last_char is not None:
             state, last = self._checked_state(state, last_char)
+            # the tail's last word (a stored text's tail), or at least the last character
+            text = tail if isinstance(tail, str) and tail.endswith(last_char) else last_char
         else:
             raise ValueError("give a seed, or a state with its last_char, not both")
+        word = int(self.sampler.word_states([text], self.words if words is None else words)[0])
         if not isinstance(position, int) or position < 0:
             raise ValueError("position must be a whole number >= 0")
         loop = asyncio.get_running_loop()
         row = _Row(seed_ids=seed_ids, state=state, last=last, temperature=temperature, position=position,
-                   length=position + length, top_k=top_k, future=loop.create_future(),
+                   length=position + length, top_k=top_k, top_p=top_p, word=word, future=loop.create_future(),
                    random_seed=secrets.randbits(63) if random_seed is None else random_seed % 2**63,
                    deadline=loop.time() + self.request_timeout_s)
         self._submit(row)
-        return Stream(row, vocab, cleaned)
+        return Stream(row, vocab, cleaned, self._withdraw)
 
     def _checked_state(self, state: np.ndarray, last_char: str) -> tuple[np.ndarray, int]:
         state = np.asarray(state, np.float32)
@@ -291,6 +305,13 @@ class GenerationService:
         self._waiting.append(row)
         self._counts["requests"] += 1
         self._arrived.set()
+
+    def _withdraw(self, row: _Row) -> None:
+        """A cancelled row still waiting leaves the queue now: its place is free for the next request
+        (inline mode cancels rows per keystroke while a batch may run for a while)."""
+        with contextlib.suppress(ValueError):
+            self._waiting.remove(row)  # by identity (_Row is eq=False); ValueError: already taken
+            self._leave_if_gone(row)
 
     # the worker ---------------------------------------------------------------------------------
 
@@ -354,9 +375,11 @@ class GenerationService:
         steps = self.chunk_steps  # always: rows that need fewer stop inside the call (one shape)
         for row in self._active:
             row.batch_size = max(row.batch_size, len(self._active))
-        # the sampler takes one top_k per call: one call per distinct top_k (usually just one)
-        for top_k, group in groupby(sorted(self._active, key=lambda r: r.top_k), key=lambda r: r.top_k):
-            await self._sample(list(group), steps, top_k)
+        # the sampler takes one top_k and top_p per call: one call per distinct pair (usually one)
+        def settings(row):
+            return row.top_k, row.top_p
+        for (top_k, top_p), group in groupby(sorted(self._active, key=settings), key=settings):
+            await self._sample(list(group), steps, top_k, top_p)
         self._counts["chunks"] += 1
         for row in self._active:
             if row.remaining == 0 and not row.future.done():
@@ -364,16 +387,17 @@ class GenerationService:
                 row.chunks.put_nowait(_END)
         self._active = [row for row in self._active if row.remaining > 0]
 
-    async def _sample(self, rows: list[_Row], steps: int, top_k: int) -> None:
-        ids, states, last = await self._in_thread(
+    async def _sample(self, rows: list[_Row], steps: int, top_k: int, top_p: float) -> None:
+        ids, states, last, words = await self._in_thread(
             _sample_padded, self.sampler, np.array([r.last for r in rows], np.int32),
-            np.stack([r.state for r in rows]), np.array([r.temperature for r in rows], np.float32),
+            np.stack([r.state for r in rows]), np.array([r.word for r in rows], np.int32),
+            np.array([r.temperature for r in rows], np.float32),
             np.array([_stream_key(r.random_seed) for r in rows], np.int64),
-            np.array([r.position for r in rows], np.int32), steps, top_k,
+            np.array([r.position for r in rows], np.int32), steps, top_k, top_p,
             np.array([min(r.remaining, steps) for r in rows], np.int32))
         for i, row in enumerate(rows):
             taken = min(row.remaining, steps)
-            row.state, row.last = states[i], int(last[i])
+            row.state, row.last, row.word = states[i], int(last[i]), int(words[i])
             row.position += taken
             row.chunks.put_nowait(ids[i][:taken])  # the row's coroutine turns ids into text
             self._counts["characters"] += taken
@@ -399,18 +423,21 @@ class GenerationService:
 
 # helpers: validation, and the padded model calls that run in the worker thread ---------------------
 
-def _checked(length: int, temperature: float, top_k: int) -> tuple[int, float, int]:
+def _checked(length: int, temperature: float, top_k: int, top_p: float) -> tuple[int, float, int, float]:
     try:
         length, top_k, temperature = operator.index(length), operator.index(top_k), float(temperature)
+        top_p = float(top_p)
     except (TypeError, ValueError) as exc:
-        raise ValueError("length and top_k must be whole numbers, temperature a number") from exc
+        raise ValueError("length and top_k must be whole numbers, temperature and top_p numbers") from exc
     if length < 1:
         raise ValueError("length must be at least 1")
     if not math.isfinite(temperature) or temperature < 0:
         raise ValueError("temperature must be a finite number >= 0")
     if top_k < 0:
         raise ValueError("top_k must be >= 0")
-    return length, temperature, top_k
+    if not 0 < top_p <= 1:
+        raise ValueError("top_p must be in (0, 1]")
+    return length, temperature, top_k, top_p
 
 
 def _bucket(n: int) -> int:
@@ -435,21 +462,24 @@ def _prime_padded(sampler: Sampler, seeds_ids: list[np.ndarray], time: int) -> t
     return states[:n], last[:n]
 
 
-def _sample_padded(sampler: Sampler, last: np.ndarray, states: np.ndarray, temperatures: np.ndarray,
-                   random_seeds: np.ndarray, positions: np.ndarray, steps: int, top_k: int,
-                   steps_left: np.ndarray):
-    """sampler.sample over the batch padded to a power of two rows (greedy fillers from zeros).
+def _sample_padded(sampler: Sampler, last: np.ndarray, states: np.ndarray, words: np.ndarray,
+                   temperatures: np.ndarray, random_seeds: np.ndarray, positions: np.ndarray, steps: int,
+                   top_k: int, top_p: float, steps_left: np.ndarray):
+    """sampler.sample over the batch padded to a bucket's rows (greedy free fillers from zeros).
 
-    Rows are independent, so fillers change nothing. Returns (ids [n, steps], states, last ids).
+    Rows are independent, so fillers change nothing. Returns (ids [n, steps], states, last ids,
+    word states).
     """
     n, pad = len(last), _bucket(len(last)) - len(last)
     if pad:
         last = np.concatenate([last, np.ones(pad, np.int32)])
         states = np.concatenate([states, np.zeros([pad, states.shape[1]], np.float32)])
+        words = np.concatenate([words, np.zeros(pad, np.int32)])
         temperatures = np.concatenate([temperatures, np.zeros(pad, np.float32)])
         random_seeds = np.concatenate([random_seeds, np.zeros(pad, np.int64)])
         positions = np.concatenate([positions, np.zeros(pad, np.int32)])
         steps_left = np.concatenate([steps_left, np.zeros(pad, np.int32)])
-    ids, states, last = sampler.sample(last, states, temperatures, steps, seeds=random_seeds,
-                                       positions=positions, top_k=top_k, steps_left=steps_left)
-    return ids[:n], states[:n], last[:n]
+    ids, states, last, words = sampler.sample(last, states, temperatures, steps, seeds=random_seeds,
+                                              positions=positions, top_k=top_k, top_p=top_p,
+                                              steps_left=steps_left, words=words)
+    return ids[:n], states[:n], last[:n], words[:n]

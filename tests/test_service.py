@@ -134,6 +134,24 @@ async def test_a_cancelled_row_makes_room_in_a_full_batch_at_the_next_chunk(tiny
     assert rows[:2] == [2, 2]  # the newer request took the cancelled row's place at once, not a chunk later
 
 
+async def test_cancelled_waiters_free_their_places_in_the_queue_at_once(tiny_sampler, monkeypatch):
+    """Inline mode cancels three rows per keystroke: while a full batch runs, those must not hold
+    places in the queue, or the next user is told "busy"."""
+    entered, release = blocking(tiny_sampler, monkeypatch)
+    async with GenerationService(tiny_sampler, max_batch=2, queue_size=3) as service:
+        batch = [asyncio.create_task(service.generate(s, length=5)) for s in ("a", "b")]
+        assert await asyncio.to_thread(entered.wait, 10)  # a full batch, stuck in the model
+        for keystroke in range(4):  # each supersedes the last: three rows asked, then cancelled
+            typed = [service.stream(f"{keystroke} {i}", length=5) for i in range(3)]
+            for stream in typed:
+                stream.cancel()
+        assert service.stats().waiting == 0
+        newer = service.stream("d", length=5)  # accepted: the cancelled rows left their places
+        release.set()
+        assert len("".join([text async for text in newer])) == 5
+        assert [len(r.text) for r in await asyncio.gather(*batch)] == [5, 5]
+
+
 async def test_a_model_error_reaches_every_caller_of_the_batch_and_the_next_request_works(
         service, tiny_sampler, monkeypatch):
     sample = tiny_sampler.sample
