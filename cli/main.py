@@ -85,9 +85,9 @@ def cmd_evaluate(args) -> int:
     try:
         runs = evaluate.settings([float(t) for t in args.temperatures.split(",")],
                                  [int(k) for k in args.top_k.split(",")],
-                                 [float(p) for p in args.top_p.split(",")])
+                                 [float(p) for p in args.top_p.split(",")], args.words.split(","))
     except ValueError as exc:
-        print(f"cervantes evaluate: --temperatures, --top-k and --top-p take comma lists ({exc})",
+        print(f"cervantes evaluate: --temperatures, --top-k, --top-p and --words take comma lists ({exc})",
               file=sys.stderr)
         return 2
     if args.samples < 0 or args.length < 1:
@@ -96,7 +96,9 @@ def cmd_evaluate(args) -> int:
     b = bundle.load(_model_dir(args))
     training, held_out = corpus.split(_corpus_text(args, b.hp.strip_accents))
     figures = evaluate.held_out_figures(b.network, b.vocab, held_out[: args.limit] if args.limit else held_out)
-    report = evaluate.sample_report(Sampler(b.network, b.vocab), training, held_out, runs, args.samples,
+    extra = args.extra_corpus if args.extra_corpus is not None else args.config.corpus.extra
+    book = [training, *(corpus.read(p, strip_accents=b.hp.strip_accents) for p in extra)]
+    report = evaluate.sample_report(Sampler(b.network, b.vocab, b.lexicon), book, held_out, runs, args.samples,
                                     args.length, args.seed) if args.samples else None
     if report and args.samples_out:
         report.write(args.samples_out)
@@ -115,16 +117,40 @@ def cmd_generate(args) -> int:
         print("cervantes: --length and --samples must be at least 1, --temperature at least 0",
               file=sys.stderr)
         return 2
+    top_p = args.config.generation.top_p if args.top_p is None else args.top_p
+    if not 0 < top_p <= 1:
+        print("cervantes: --top-p must be more than 0 and at most 1", file=sys.stderr)
+        return 2
     b = bundle.load(_model_dir(args))
     seed = seeds.clean(args.seed_text, b.vocab, b.hp.strip_accents)
     if seed.dropped:
         print(f"(left out, unknown to the model: {seed.dropped!r})", file=sys.stderr)
-    results = generate(Sampler(b.network, b.vocab), [seed.text] * args.samples, args.length,
-                       args.temperature, random_seed=args.seed, top_k=args.top_k)
+    try:
+        results = generate(Sampler(b.network, b.vocab, b.lexicon), [seed.text] * args.samples, args.length,
+                           args.temperature, random_seed=args.seed, top_k=args.top_k, top_p=top_p,
+                           words=args.words or args.config.generation.words)
+    except ValueError as exc:  # "book" without a lexicon in the model folder
+        print(f"cervantes: {exc}", file=sys.stderr)
+        return 2
     for i, r in enumerate(results):
         if args.samples > 1:
             print(f"--- {i + 1} ---")
         print(seed.text + r.text)
+    return 0
+
+
+def cmd_lexicon(args) -> int:
+    from model import bundle, corpus
+    from model.lexicon import Lexicon
+
+    folder = _model_dir(args) or str(bundle.SHIPPED_DIR)
+    b = bundle.load(folder)
+    training, _ = corpus.split(_corpus_text(args, b.hp.strip_accents))
+    extra = args.extra_corpus if args.extra_corpus is not None else args.config.corpus.extra
+    texts = [training, *(corpus.read(p, strip_accents=b.hp.strip_accents) for p in extra)]
+    lexicon = Lexicon.from_texts(texts, b.vocab)
+    path = lexicon.save(folder)
+    print(f"{len(lexicon)} words ({lexicon.states} word states) written to {path}")
     return 0
 
 
@@ -244,6 +270,11 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--temperatures", default="0.3,0.5,0.7,1.0", help="comma list (default 0.3,0.5,0.7,1.0)")
     e.add_argument("--top-k", default="0", metavar="K[,K]", help="also each temperature with top-k K")
     e.add_argument("--top-p", default="1", metavar="P[,P]", help="also each temperature with nucleus P")
+    e.add_argument("--words", default="free", metavar="free,book",
+                   help="every setting with each: free, or only the book's words (default free)")
+    e.add_argument("--extra-corpus", metavar="PATH", action="append",
+                   help="more training-side text the samples are measured against (repeatable; "
+                        "default [corpus] extra)")
     e.add_argument("--length", type=int, default=300, help="characters per sample (default 300)")
     e.add_argument("--seed", type=int, default=0, help="random seed for the seeds and the sampling")
     e.add_argument("--samples-out", metavar="PATH", help="write the samples to this text file")
@@ -256,8 +287,20 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, help="random seed, for a reproducible text")
     g.add_argument("--samples", type=int, default=1, help="how many continuations")
     g.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest only")
+    g.add_argument("--top-p", type=float, help="sample among the likeliest that make up this "
+                                               "probability (default [generation] top_p)")
+    g.add_argument("--words", choices=["free", "book"],
+                   help="book: only words the novel uses (default [generation] words)")
     g.add_argument("--model", help="model folder (default: the shipped model)")
     g.set_defaults(func=cmd_generate)
+
+    w = sub.add_parser("lexicon", help="write a model folder's lexicon.txt.gz: every word of the training "
+                                       "side, for [generation] words = \"book\"")
+    w.add_argument("--model", help="model folder (default: the shipped model)")
+    w.add_argument("--corpus", help="the text (default: the downloaded copy); its first 90%% is read")
+    w.add_argument("--extra-corpus", metavar="PATH", action="append",
+                   help="more training-side text (repeatable; default [corpus] extra)")
+    w.set_defaults(func=cmd_lexicon)
 
     c = sub.add_parser("chat", help="talk to the bot in this terminal (no token needed)")
     c.add_argument("--chat-id", default="local", help="which chat's settings to use (default: local)")

@@ -57,6 +57,8 @@ class GenerationSection:
     queue_size: int = 256  # waiting requests at most; beyond it the bot answers "busy"
     request_timeout_s: float = 60.0  # a request not done by then is dropped with an apology
     top_k: int = 0  # sample among the k likeliest characters only; 0 means all
+    top_p: float = 1.0  # sample among the likeliest characters that make up this probability; 1 means all
+    words: str = "book"  # "book": only words the novel uses (the model's lexicon); "free": any letters
 
 
 @dataclass(frozen=True)

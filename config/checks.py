@@ -40,6 +40,11 @@ def number(low: float | None = None, *, above: float | None = None) -> Rule:
     return rule
 
 
+def fraction(value: float) -> str | None:
+    """A share in (0, 1]."""
+    return None if math.isfinite(value) and 0 < value <= 1 else "must be more than 0 and at most 1"
+
+
 def one_of(*choices: str, ignore_case: bool = False) -> Rule:
     def rule(value: str) -> str | None:
         if (value.upper() if ignore_case else value) in choices:
@@ -90,6 +95,8 @@ RULES: dict[str, Rule] = {
     "generation.queue_size": whole(1),
     "generation.request_timeout_s": number(above=0),
     "generation.top_k": whole(0),
+    "generation.top_p": fraction,
+    "generation.words": one_of("book", "free"),
     "chat.temperature": number(0),
     "chat.length": whole(1),
     "chat.min_temperature": number(0),

@@ -39,12 +39,14 @@ class Bundle:
     lexicon: Lexicon | None = None  # the training side's words; None: the folder has none
 
 
-def save(folder: str | Path, network: CharGRU, vocab: Vocab) -> Path:
+def save(folder: str | Path, network: CharGRU, vocab: Vocab, lexicon: Lexicon | None = None) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_FILE).write_text(json.dumps(network.hp.to_dict(), indent=1) + "\n")
     vocab.save(folder / VOCAB_FILE)
     network.save_weights(str(folder / WEIGHTS_FILE))
+    if lexicon is not None:
+        lexicon.save(folder)
     return folder
 
 

@@ -141,22 +141,28 @@ class Setting:
     temperature: float
     top_k: int = 0  # 0: all characters
     top_p: float = 1.0  # 1: no nucleus
+    words: str = "free"  # "book": only the words of the sampler's lexicon
 
     @property
     def label(self) -> str:
-        return f"{self.temperature:g}" + (f", top-k {self.top_k}" if self.top_k else "") + (
-            f", top-p {self.top_p:g}" if self.top_p < 1 else "")
+        return ("book " if self.words == "book" else "") + f"{self.temperature:g}" + (
+            f", top-k {self.top_k}" if self.top_k else "") + (f", top-p {self.top_p:g}" if self.top_p < 1 else "")
 
 
-def settings(temperatures: list[float], top_ks: list[int] = (), top_ps: list[float] = ()) -> list[Setting]:
-    """Every temperature sampled plainly, then again with each top-k > 0 and each top-p < 1."""
+def settings(temperatures: list[float], top_ks: list[int] = (), top_ps: list[float] = (),
+             words: list[str] = ("free",)) -> list[Setting]:
+    """For each of `words` in turn: every temperature sampled plainly, then again with each top-k > 0
+    and each top-p < 1."""
     if not temperatures or any(t < 0 for t in temperatures):
         raise ValueError("temperatures must be at least 0")
     if any(k < 0 for k in top_ks) or any(not 0 < p <= 1 for p in top_ps):
         raise ValueError("top-k must be at least 0 and top-p in (0, 1]")
-    return ([Setting(t) for t in temperatures]
-            + [Setting(t, top_k=k) for k in top_ks if k > 0 for t in temperatures]
-            + [Setting(t, top_p=p) for p in top_ps if p < 1 for t in temperatures])
+    if not words or any(w not in ("free", "book") for w in words):
+        raise ValueError("words must be free or book")
+    return [s for w in words for s in
+            [Setting(t, words=w) for t in temperatures]
+            + [Setting(t, top_k=k, words=w) for k in top_ks if k > 0 for t in temperatures]
+            + [Setting(t, top_p=p, words=w) for p in top_ps if p < 1 for t in temperatures]]
 
 
 def stretches(text: str, n: int, chars: int, random_seed: int = 0) -> list[str]:
@@ -194,8 +200,10 @@ class SampleReport:
         return (quality.table(self.rows) + "\n\n"
                 f"{n} samples of {self.length} characters per row, continuing the same {n} seeds (stretches "
                 f"of the training text); \"held-out text\": {n} stretches of {self.length} characters of the "
-                "held-out part without its duplicated block, for reference. Known words: share of the words "
-                "that the training text uses. Distinct word 3-grams: within each sample, pooled over the "
+                "held-out part without its duplicated block, for reference; \"book\": only the words of "
+                "the model's lexicon. Known words: share of the words that the training text uses. "
+                "Attested word pairs: share of adjacent word pairs that the training text has too. "
+                "Distinct word 3-grams: within each sample, pooled over the "
                 "row (it falls as rows grow: compare rows of one table). Longest copy: characters found "
                 "verbatim in the training text. Loops: samples that write a "
                 f"{quality.LOOP_CHARS}-character stretch {quality.LOOP_TIMES} times or more. Word drift: "
@@ -215,20 +223,22 @@ class SampleReport:
                     out.write(f"--- {label}, sample {i} ---\n[…{seed[-40:]}]{text}\n\n")
 
 
-def sample_report(sampler: Sampler, training: str, held_out: str, runs: list[Setting], n: int,
+def sample_report(sampler: Sampler, training: str | list[str], held_out: str, runs: list[Setting], n: int,
                   length: int, random_seed: int = 0) -> SampleReport:
     """`n` samples of `length` characters per setting, continuing the same `n` seeds from the training
-    text (one batched call per top-k and top-p), measured against the training text; first, for
-    reference, `n` stretches of the held-out text (without its duplicated block) measured the same way."""
-    book = quality.Book(training)
-    report = SampleReport(length, seeds_from(training, n, random_seed=random_seed))
+    text (one batched call per top-k, top-p and words), measured against the training text (several:
+    the first gives the seeds, all are the book); first, for reference, `n` stretches of the
+    held-out text (without its duplicated block) measured the same way."""
+    texts = [training] if isinstance(training, str) else list(training)
+    book = quality.Book(texts)
+    report = SampleReport(length, seeds_from(texts[0], n, random_seed=random_seed))
     reference = stretches(without_duplicates(held_out)[0], n, length, random_seed)
     report.rows.append(("held-out text", quality.measure(reference, book)))
-    for top_k, top_p in dict.fromkeys((s.top_k, s.top_p) for s in runs):
-        group = [s for s in runs if (s.top_k, s.top_p) == (top_k, top_p)]
+    for top_k, top_p, words in dict.fromkeys((s.top_k, s.top_p, s.words) for s in runs):
+        group = [s for s in runs if (s.top_k, s.top_p, s.words) == (top_k, top_p, words)]
         temperatures = [s.temperature for s in group for _ in report.seeds]
         texts = [g.text for g in generate(sampler, report.seeds * len(group), length, temperatures,
-                                          random_seed=random_seed, top_k=top_k, top_p=top_p)]
+                                          random_seed=random_seed, top_k=top_k, top_p=top_p, words=words)]
         for i, s in enumerate(group):
             report.samples[s.label] = texts[i * n : (i + 1) * n]
     for s in runs:

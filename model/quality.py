@@ -1,8 +1,9 @@
 """Sample quality: what a reader notices in generated text, measured against the book.
 
 Pure functions of strings. A sample is judged on its own characters (never its seed's), against the
-training text: are its words the book's words, does it say something new or go round in circles,
-does it copy the book, and does it lean on a few words far more than the book does.
+training text: are its words the book's words, are its neighbouring words ones the book puts side by
+side, does it say something new or go round in circles, does it copy the book, and does it lean on a
+few words far more than the book does.
 """
 
 from __future__ import annotations
@@ -40,6 +41,18 @@ def known_share(sample_words: list[str], vocabulary: set[str] | frozenset[str]) 
     if not sample_words:
         return 1.0
     return sum(w in vocabulary for w in sample_words) / len(sample_words)
+
+
+def pairs(text_words: list[str]) -> list[tuple[str, str]]:
+    """Adjacent word pairs, in order (across punctuation: "dijo. Sancho" is ("dijo", "sancho"))."""
+    return list(zip(text_words, text_words[1:]))
+
+
+def attested_share(texts_words: list[list[str]], book_pairs: set | frozenset) -> float:
+    """The share of adjacent word pairs, within each text, that the book has too (1.0 when there
+    are none): a measure of word order, where known words measure spelling."""
+    found = [p for ws in texts_words for p in pairs(ws)]
+    return sum(p in book_pairs for p in found) / len(found) if found else 1.0
 
 
 def distinct_trigrams(texts_words: list[list[str]]) -> float:
@@ -103,12 +116,16 @@ def most_overused(sample: Counter, book: Counter, min_share: float = FREQUENT_SH
 
 
 class Book:
-    """The training text as the samples are measured against it: its words and its suffixes."""
+    """The training text as the samples are measured against it: its words, its adjacent word
+    pairs and its suffixes. Several texts (both parts of the novel) are each read on their own."""
 
-    def __init__(self, text: str):
-        self.counts = Counter(words(text))
+    def __init__(self, text: str | list[str]):
+        texts = [text] if isinstance(text, str) else list(text)
+        texts_words = [words(t) for t in texts]
+        self.counts = Counter(w for ws in texts_words for w in ws)
         self.vocabulary = frozenset(self.counts)
-        self.index = Index(text)
+        self.pairs = frozenset(p for ws in texts_words for p in pairs(ws))
+        self.index = Index("\n".join(texts))
 
 
 @dataclass(frozen=True)
@@ -116,6 +133,7 @@ class Figures:
     samples: int
     words: int  # in all samples together
     known_words: float  # share of the words that the book uses too
+    attested_pairs: float  # share of the adjacent word pairs that the book has too
     distinct_3grams: float  # distinct word 3-grams / all, within samples, pooled
     longest_copy: int  # characters: the longest stretch of any sample found verbatim in the book
     median_copy: float  # characters: the median over samples of each one's longest such stretch
@@ -126,7 +144,7 @@ class Figures:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for key in ("known_words", "distinct_3grams", "loops", "js_bits", "median_copy"):
+        for key in ("known_words", "attested_pairs", "distinct_3grams", "loops", "js_bits", "median_copy"):
             d[key] = round(d[key], 4)
         if self.overused:
             d["overused"] = {"word": self.overused.word, "share": round(self.overused.share, 4),
@@ -145,6 +163,7 @@ def measure(texts: list[str], book: Book) -> Figures:
         samples=len(texts),
         words=len(all_words),
         known_words=known_share(all_words, book.vocabulary),
+        attested_pairs=attested_share(texts_words, book.pairs),
         distinct_3grams=distinct_trigrams(texts_words),
         longest_copy=copies[longest][1] if texts else 0,
         median_copy=statistics.median(c[1] for c in copies) if texts else 0.0,
@@ -158,15 +177,15 @@ def measure(texts: list[str], book: Book) -> Figures:
 def table(rows: list[tuple[str, Figures]]) -> str:
     """A Markdown table, one row per (label, figures)."""
     lines = [
-        "| sampling | known words | distinct word 3-grams | longest copy, max (median) | loops "
-        "| word drift (JS, bits) | most over-represented word |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| sampling | known words | attested word pairs | distinct word 3-grams "
+        "| longest copy, max (median) | loops | word drift (JS, bits) | most over-represented word |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for label, f in rows:
         over = (f"{f.overused.word} {100 * f.overused.share:.1f}%, {f.overused.ratio:.0f}×"
                 if f.overused else "–")
         lines.append(
-            f"| {label} | {100 * f.known_words:.1f}% | {f.distinct_3grams:.3f} "
+            f"| {label} | {100 * f.known_words:.1f}% | {100 * f.attested_pairs:.1f}% | {f.distinct_3grams:.3f} "
             f"| {f.longest_copy} ({f.median_copy:g}) | {round(f.loops * f.samples)}/{f.samples} "
             f"| {f.js_bits:.3f} | {over} |")
     return "\n".join(lines)

@@ -172,7 +172,9 @@ class Sampler:
         if words == "free":
             return np.full(len(texts), lex.OFF, np.int32)
         if self.lexicon is None:
-            raise ValueError(f'words = "book" needs a lexicon: the model folder has no {lex.LEXICON_FILE}')
+            raise ValueError(f'words = "book" needs a lexicon: the model folder has no {lex.LEXICON_FILE} '
+                             '(`cervantes lexicon --model DIR` writes it from the training text), '
+                             'or set [generation] words = "free"')
         return np.array([self.lexicon.state_after(t) for t in texts], np.int32)
 
     def prime(self, seeds_ids: list[np.ndarray], states: np.ndarray | None = None, min_time: int = 1):

@@ -15,6 +15,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from model import bundle, corpus, data
+from model.lexicon import Lexicon
 from model.evaluate import held_out_loss
 from model.network import Hyperparameters, build
 from model.vocab import Vocab
@@ -138,6 +139,8 @@ def train(text: str, out_dir: str | Path, cfg: TrainConfig, strip_accents: bool 
         hp = Hyperparameters(len(vocab), cfg.embedding_dim, cfg.rnn_units, cfg.dropout,
                              cfg.recurrent_dropout, strip_accents)
     (out / TRAINING_FILE).write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+    # the training side's words, each text read on its own, for words = "book"
+    Lexicon.from_texts([corpus.split(text)[0], *extra_texts], vocab).save(out)
 
     tf.keras.utils.set_random_seed(cfg.seed)
     train_ids, val_ids = vocab.encode(train_text), vocab.encode(val_text)

@@ -68,11 +68,12 @@ def tiny_book_sampler(tiny_network, tiny_vocab, tiny_lexicon):
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, tiny_network, tiny_vocab) -> Path:
-    """The tiny model saved as a model folder, as `cervantes` commands load one."""
+def tiny_model_dir(tmp_path_factory, tiny_network, tiny_vocab, tiny_lexicon) -> Path:
+    """The tiny model saved as a model folder (with the words of TINY_TEXT), as `cervantes`
+    commands load one."""
     from model import bundle
 
-    return bundle.save(tmp_path_factory.mktemp("tiny-model"), tiny_network, tiny_vocab)
+    return bundle.save(tmp_path_factory.mktemp("tiny-model"), tiny_network, tiny_vocab, tiny_lexicon)
 
 
 class Clock:

@@ -88,6 +88,9 @@ def test_every_key_has_a_rule():
     ("[generation]\nmax_batch = 0\n", "generation.max_batch = 0 must be at least 1"),
     ("[generation]\nrequest_timeout_s = 0\n", "generation.request_timeout_s = 0.0 must be more than 0"),
     ("[generation]\ntop_k = -1\n", "generation.top_k = -1 must be at least 0"),
+    ("[generation]\ntop_p = 0\n", "generation.top_p = 0.0 must be more than 0 and at most 1"),
+    ("[generation]\ntop_p = 1.5\n", "generation.top_p = 1.5 must be more than 0 and at most 1"),
+    ('[generation]\nwords = "any"\n', "generation.words = 'any' must be one of \"book\", \"free\""),
     ('[logging]\nlevel = "verbose"\n', "logging.level = 'verbose' must be one of \"DEBUG\""),
     ('[logging]\nformat = "xml"\n', "logging.format = 'xml' must be one of \"text\", \"json\""),
     ('[model]\ndevice = "tpu"\n', "model.device = 'tpu' must be one of \"auto\", \"cpu\", \"gpu\""),
@@ -135,8 +138,10 @@ def test_values_in_range_are_accepted(tmp_path):
     path.write_text('[chat]\ntemperature = 0\nmin_temperature = 0\nmin_length = 1\nlength = 1\n'
                     '[logging]\nlevel = "debug"\n[telegram]\nmode = "webhook"\n'
                     'webhook_url = "https://bot.example.org/hook"\n[metrics]\nport = 0\n')
-    cfg = config.load(path, environ={"CERVANTES_GENERATION_TOP_K": "1", "CERVANTES_STORAGE_PATH": "/data/a#b.db"})
+    cfg = config.load(path, environ={"CERVANTES_GENERATION_TOP_K": "1", "CERVANTES_STORAGE_PATH": "/data/a#b.db",
+                                     "CERVANTES_GENERATION_TOP_P": "0.9", "CERVANTES_GENERATION_WORDS": "free"})
     assert (cfg.chat.temperature, cfg.chat.length, cfg.generation.top_k) == (0.0, 1, 1)
+    assert (cfg.generation.top_p, cfg.generation.words) == (0.9, "free")
     assert cfg.storage.path == "/data/a#b.db"  # a # inside a value is not a comment
 
 

@@ -66,6 +66,20 @@ def test_settings_cover_every_temperature_per_variant():
                                        "1, top-p 0.9"]
     with pytest.raises(ValueError):
         evaluate.settings([0.5], top_ps=[1.5])
+    both = evaluate.settings([0.7], top_ps=[0.9], words=["free", "book"])
+    assert [s.label for s in both] == ["0.7", "0.7, top-p 0.9", "book 0.7", "book 0.7, top-p 0.9"]
+    with pytest.raises(ValueError):
+        evaluate.settings([0.5], words=["books"])
+
+
+def test_book_samples_use_only_known_words_and_free_ones_do_not(tiny_book_sampler):
+    training, held_out = TINY_TEXT * 8, TINY_TEXT
+    runs = evaluate.settings([1.0, 2.0], words=["free", "book"])
+    report = evaluate.sample_report(tiny_book_sampler, training, held_out, runs, n=6, length=200, random_seed=1)
+    figures = dict(report.rows)
+    assert figures["book 1"].known_words == figures["book 2"].known_words == 1.0
+    assert figures["1"].known_words < 0.9 and figures["2"].known_words < 0.9
+    assert figures["book 1"].attested_pairs > figures["1"].attested_pairs
 
 
 def test_seeds_come_from_the_text_and_end_a_word():

@@ -27,6 +27,22 @@ def test_known_share_counts_the_words_the_book_uses(book):
     assert quality.known_share(["hidalgo", "rocín", "ordenador", "señor"], book.vocabulary) == 0.75
 
 
+def test_attested_pairs_are_neighbours_the_book_has(book):
+    # "de la", "la mancha" and "no quiero" are the book's; "mancha no" is not
+    sample = quality.words("de la Mancha no quiero ")
+    assert quality.pairs(sample) == [("de", "la"), ("la", "mancha"), ("mancha", "no"), ("no", "quiero")]
+    assert quality.attested_share([sample], book.pairs) == pytest.approx(3 / 4)
+    shuffled = quality.words("cuyo la de Mancha nombre ")  # the same kind of words, out of order
+    assert quality.attested_share([shuffled], book.pairs) == 0.0
+    assert quality.attested_share([["sancho"]], book.pairs) == 1.0  # no pair to judge
+
+
+def test_a_book_of_several_texts_reads_each_on_its_own():
+    two = quality.Book(["Dijo Sancho.", "Panza vino."])  # "sancho panza" spans the two: not a pair
+    assert two.vocabulary == {"dijo", "sancho", "panza", "vino"}
+    assert two.pairs == {("dijo", "sancho"), ("panza", "vino")}
+
+
 def test_distinct_trigrams_drop_when_the_text_says_the_same_thing_again():
     fresh = quality.words("el hidalgo de la Mancha salió al campo.")
     assert quality.distinct_trigrams([fresh]) == 1.0
@@ -74,3 +90,4 @@ def test_measure_sees_a_copy_and_a_loop(book):
     assert f.known_words < 1.0  # "entonces" and "habló" are not in the tiny book
     row = quality.table([("0.5", f)]).splitlines()[2]
     assert row.startswith("| 0.5 |") and f"| {f.longest_copy} (" in row and "| 1/2 |" in row
+    assert f"| {100 * f.attested_pairs:.1f}% |" in row and 0 < f.attested_pairs < 1

@@ -42,3 +42,22 @@ def test_card_states_the_figures(card_figures):
     assert f"{full['bits_per_char']:.3f}" in card and f"{full['nats_per_char']:.3f}" in card
     assert card_figures["corpus_sha256"] in card
     assert full["bits_per_char"] < 1.93  # better than xz -9e on the same held-out text
+
+
+def test_the_shipped_lexicon_is_every_word_of_the_training_side_of_both_parts(shipped, corpus_path):
+    from model.lexicon import Lexicon
+
+    second = corpus_path.parent / "quijote_parte2.txt"
+    if not second.exists():
+        pytest.skip(f"second part not found at {second}")
+    training, held_out = corpus.split(corpus.read(corpus_path))
+    rebuilt = Lexicon.from_texts([training, corpus.read(second)], shipped.vocab)
+    assert shipped.lexicon.words == rebuilt.words and len(rebuilt) > 20_000
+    assert "sancho" in shipped.lexicon and "vuestra" in shipped.lexicon and "avimismo" not in shipped.lexicon
+
+
+def test_the_shipped_lexicon_is_small_and_written_as_the_book_sampler_needs(shipped):
+    from model.lexicon import LEXICON_FILE
+
+    assert (bundle.SHIPPED_DIR / LEXICON_FILE).stat().st_size < 100_000  # committed with the model
+    assert shipped.lexicon is not None and len(shipped.lexicon) > 20_000

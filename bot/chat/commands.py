@@ -198,7 +198,7 @@ class Commands:
         started = time.perf_counter()
         try:
             stream = self.service.stream(seed, state=state, last_char=last_char, temperature=temperature,
-                                         length=length, random_seed=random_seed,
+                                         tail=start.tail if start else "", length=length, random_seed=random_seed,
                                          position=position if random_seed is not None else 0)
         except Busy:
             record({"platform": chat.platform, "chat": chat.tag, "command": name, "outcome": "busy"})

@@ -84,8 +84,9 @@ async def test_length_is_set_used_and_checked(tiny_sampler, db_path):
                              messages.LENGTH_IS.format(value=60, lmin=10, lmax=1000))
 
 
-async def test_continuar_goes_on_exactly_where_it_stopped(tiny_sampler, db_path):
-    async with bot(tiny_sampler, db_path) as c:
+@pytest.mark.parametrize("words", ["free", "book"])
+async def test_continuar_goes_on_exactly_where_it_stopped(tiny_book_sampler, db_path, words):
+    async with bot(tiny_book_sampler, db_path, words=words) as c:
         await say(c, "/temperatura 0")
         await say(c, "/longitud 60")
         first = await say(c, "/cervantes Sancho dijo")
@@ -117,17 +118,20 @@ async def written(commands: Commands, text: str, chat: ChatKey = CHAT) -> tuple[
     return out.last, out.reply_ids[-1]
 
 
+@pytest.mark.parametrize("words", ["free", "book"])
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-async def test_continuing_any_earlier_reply_after_a_restart_is_exact(tiny_sampler, db_path, temperature):
+async def test_continuing_any_earlier_reply_after_a_restart_is_exact(tiny_book_sampler, db_path, temperature,
+                                                                     words):
     """Continuar on the oldest of a chat's 50 stored replies gives what /continuar right after it
-    gave, greedy or sampled, after a restart."""
+    gave, greedy or sampled, after a restart; with the book's words too (a reply that stops inside
+    a word goes on inside it)."""
     chat = dataclasses.replace(SETTINGS, temperature=temperature, length=30)
-    async with bot(tiny_sampler, db_path, chat=chat) as c:
+    async with bot(tiny_book_sampler, db_path, chat=chat, words=words) as c:
         text, first = await written(c, "/cervantes Sancho dijo")
         right_after = await say(c, "/continuar")  # the uninterrupted text: Sancho's, on and on
         for i in range(48):  # other replies come in between: 50 in all, the first the oldest kept
             await say(c, f"/cervantes {('Dulcinea', 'Rocinante', 'la ínsula')[i % 3]}")
-    async with bot(tiny_sampler, db_path, chat=chat) as c:  # a restart: new service, same file
+    async with bot(tiny_book_sampler, db_path, chat=chat, words=words) as c:  # a restart: new service, same file
         stream = (await c.storage.get_reply(CHAT, first)).end.random_seed
         later, later_id = await written(c, f"/continuar {first}")
         assert later == right_after
@@ -135,6 +139,10 @@ async def test_continuing_any_earlier_reply_after_a_restart_is_exact(tiny_sample
         whole = await c.service.generate("Sancho dijo", temperature=temperature, length=90, random_seed=stream)
         assert await say(c, f"/continuar {first}") == messages.REPLY_FORGOTTEN  # now 52 came after it
     assert text + later + again == "Sancho dijo" + whole.text
+    if words == "book":
+        from model.quality import words as words_of
+
+        assert all(w in tiny_book_sampler.lexicon for w in words_of(text + later + again))
 
 
 async def test_otra_writes_the_same_seed_again_with_new_randomness(tiny_sampler, db_path):
