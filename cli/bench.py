@@ -2,10 +2,15 @@
 
 (a) the notebook's approach: a one-step model called once per character from Python, the seed
     re-split into strings and looked up each call, one stream of 1,000 characters;
-(b) our sampler, one stream of 1,000 characters in one compiled call;
-(c) the generation service with 8 and 64 concurrent requests of 300 characters, and, for scale, the
-    sampler alone writing the same 64 rows in one call (what the service could reach at best).
-Each figure is also given as a ratio to (a), measured in the same run on the same machine.
+(b) our sampler, one stream of 1,000 characters in one compiled call, and 64 rows of 300 characters
+    in one call (the most the service could reach), each with every character allowed ("free") and
+    with the book's words only ("book"), the two timed in turn;
+(c) the generation service as configured ([generation]: batch, wait, chunk, top-k, top-p, words),
+    warmed as `serve` warms it: one long stream of 3,000 characters, and 8 and 64 concurrent
+    requests of 300 characters.
+Each figure is also given as a ratio to (a), measured in the same run on the same machine. `goals`
+holds the constraint's cost (book / free, timed in turn) and the service's ratios to the sampler
+alone in the service's words mode, each the median over rounds of a ratio taken at one moment.
 """
 
 from __future__ import annotations
@@ -17,12 +22,16 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from config import GenerationSection
 from model.bundle import Bundle
 from model.sampler import Sampler, generate
 from service.generation import GenerationService
 
 SEEDS = ["Sancho dijo", "En un lugar de la Mancha", "Dulcinea", "Rocinante", "¿Qué gigantes?",
          "Don Quijote", "La aventura", "Mire vuestra merced"]
+STREAM = 1000  # one stream writes 1,000 characters, as in the notebook
+LONG_STREAM = 3000  # the service's one long stream
+LENGTH = 300  # each concurrent request
 
 
 class NotebookOneStep:
@@ -57,62 +66,109 @@ def _seed(i: int, mix: int = 0) -> str:
     return SEEDS[(i + mix * (i // len(SEEDS))) % len(SEEDS)]
 
 
-def _rate(fn, chars: int, repeats: int) -> float:
-    fn()  # compile
-    times = []
+def _rates(fns: dict, chars: int, repeats: int) -> dict:
+    """Characters per second of each function, the median of `repeats` timings taken in turn (so a
+    slower moment of a shared machine falls on all of them alike), after one unmeasured call each."""
+    for fn in fns.values():
+        fn()  # compile
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return chars / statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: {"chars_per_s": chars / statistics.median(t)} for name, t in times.items()}
 
 
-async def _concurrent(sampler: Sampler, n: int, length: int, rounds: int, chunk_steps: int) -> dict:
-    async with GenerationService(sampler, max_batch=64, chunk_steps=chunk_steps,
-                                 queue_size=max(256, n)) as service:
-        async def one(i: int, r: int) -> float:
+async def _service(sampler: Sampler, g: GenerationSection, rounds: int) -> dict:
+    """The service's figures, each round timed right after its reference (the sampler alone, in the
+    service's words mode), so that each goal's ratio is taken at one moment of the machine."""
+    results, ratios = {}, {}
+    one_stream = lambda: generate(sampler, ["Sancho"], LONG_STREAM, 0.5, words=g.words)  # noqa: E731
+    rows = [_seed(i) for i in range(64)]
+    rows_call = lambda: generate(sampler, rows, LENGTH, 0.5, words=g.words)  # noqa: E731
+    async with GenerationService(sampler, max_batch=g.max_batch, max_wait_ms=g.max_wait_ms,
+                                 chunk_steps=g.chunk_steps, queue_size=max(256, g.queue_size),
+                                 top_k=g.top_k, top_p=g.top_p, words=g.words) as service:
+        started = time.perf_counter()
+        await service.warm()  # every shape, as serve compiles them before it answers
+        results["service_warm_s"] = time.perf_counter() - started
+
+        async def one(i: int, r: int, length: int) -> float:
             # each round mixes the seeds differently, as real traffic would: a model call that
             # compiled again for every new set of seed lengths would show here
             start = time.perf_counter()
             await service.generate(_seed(i, r), temperature=0.5, length=length)
             return time.perf_counter() - start
 
-        await asyncio.gather(*(one(i, 0) for i in range(n)))  # one unmeasured round: XLA compiles its shapes
-        walls, latencies = [], []
-        for r in range(1, rounds + 1):
-            start = time.perf_counter()
-            latencies += await asyncio.gather(*(one(i, r) for i in range(n)))
-            walls.append(time.perf_counter() - start)
-    return {"chars_per_s": n * length / statistics.median(walls),
-            "p50_s": float(np.percentile(latencies, 50)), "p95_s": float(np.percentile(latencies, 95))}
+        for n, length, reference, ref_chars in ((1, LONG_STREAM, one_stream, LONG_STREAM),
+                                                (8, LENGTH, one_stream, LONG_STREAM),
+                                                (64, LENGTH, rows_call, 64 * LENGTH)):
+            reference()
+            await asyncio.gather(*(one(i, 0, length) for i in range(n)))  # unmeasured
+            walls, latencies, paired = [], [], []
+            for r in range(1, rounds + 1):
+                start = time.perf_counter()
+                reference()
+                alone = ref_chars / (time.perf_counter() - start)
+                start = time.perf_counter()
+                latencies += await asyncio.gather(*(one(i, r, length) for i in range(n)))
+                walls.append(time.perf_counter() - start)
+                paired.append(n * length / walls[-1] / alone)
+            name = "service_one_long_stream" if n == 1 else f"service_{n}_concurrent"
+            results[name] = {"chars_per_s": n * length / statistics.median(walls),
+                             "p50_s": float(np.percentile(latencies, 50)),
+                             "p95_s": float(np.percentile(latencies, 95))}
+            ratios[name] = statistics.median(paired)
+    return results, ratios
 
 
-def run(b: Bundle, quick: bool = False, chunk_steps: int = 100) -> dict:
-    length = 300
+def run(b: Bundle, quick: bool = False, generation: GenerationSection | None = None) -> dict:
+    g = generation or GenerationSection()
     repeats, rounds = (2, 2) if quick else (5, 4)
     notebook = NotebookOneStep(b)
-    sampler = Sampler(b.network, b.vocab)
-    stream = 1000  # one stream writes 1,000 characters, as in the notebook
-    results = {
-        "notebook_one_stream": {"chars_per_s": _rate(lambda: notebook.generate("Sancho", stream), stream, repeats)},
-        "sampler_one_stream": {"chars_per_s": _rate(
-            lambda: generate(sampler, ["Sancho"], stream, 0.5), stream, repeats)},
-    }
+    sampler = Sampler(b.network, b.vocab, b.lexicon)
+    modes = ("free", "book") if b.lexicon is not None else ("free",)
+    results = _rates({"notebook_one_stream": lambda: notebook.generate("Sancho", STREAM)}, STREAM, repeats)
+    results |= _rates({f"sampler_one_stream_{w}": (lambda w=w: generate(sampler, ["Sancho"], STREAM, 0.5, words=w))
+                       for w in modes}, STREAM, repeats)
     rows = [_seed(i) for i in range(64)]
-    results["sampler_64_rows_one_call"] = {"chars_per_s": _rate(
-        lambda: generate(sampler, rows, length, 0.5), 64 * length, repeats)}
-    for n in (8, 64):
-        results[f"service_{n}_concurrent"] = asyncio.run(_concurrent(sampler, n, length, rounds, chunk_steps))
+    results |= _rates({f"sampler_64_rows_one_call_{w}": (lambda w=w: generate(sampler, rows, LENGTH, 0.5, words=w))
+                       for w in modes}, 64 * LENGTH, repeats)
+    service, paired = asyncio.run(_service(sampler, g, rounds))
+    warm_s = service.pop("service_warm_s")
+    results |= service
     base = results["notebook_one_stream"]["chars_per_s"]
     for figures in results.values():
         figures["ratio_to_notebook"] = figures["chars_per_s"] / base
+
+    def rate(name: str) -> float:
+        return results[name]["chars_per_s"]
+
+    goals = {  # the service's ratios paired round by round with the sampler alone (see _service)
+        f"service_one_long_stream / sampler one stream, {g.words} (>= 0.8)": paired["service_one_long_stream"],
+        f"service_8_concurrent / sampler one stream, {g.words} (>= 1.6)": paired["service_8_concurrent"],
+        f"service_64_concurrent / sampler 64 rows in one call, {g.words} (>= 0.95)":
+            paired["service_64_concurrent"],
+    }
+    if "book" in modes:
+        goals["sampler_one_stream book / free (>= 0.9)"] = rate("sampler_one_stream_book") / rate("sampler_one_stream_free")
+        goals["sampler_64_rows_one_call book / free (>= 0.9)"] = (rate("sampler_64_rows_one_call_book")
+                                                                  / rate("sampler_64_rows_one_call_free"))
+    results["goals"] = {name: round(ratio, 3) for name, ratio in goals.items()}
+    results["service"] = {"words": g.words, "top_p": g.top_p, "max_batch": g.max_batch,
+                          "chunk_steps": g.chunk_steps, "max_wait_ms": g.max_wait_ms, "warm_s": round(warm_s, 2)}
     return results
 
 
 def table(results: dict) -> str:
     lines = ["| measure | characters/s | × notebook | p50 latency | p95 latency |", "|---|---:|---:|---:|---:|"]
     for name, f in results.items():
+        if "chars_per_s" not in f:
+            continue
         p50 = f"{f['p50_s']:.2f} s" if "p50_s" in f else ""
         p95 = f"{f['p95_s']:.2f} s" if "p95_s" in f else ""
         lines.append(f"| {name} | {f['chars_per_s']:,.0f} | {f['ratio_to_notebook']:.1f} | {p50} | {p95} |")
+    lines += ["", f"service: {results['service']}", ""]
+    lines += [f"{name}: {ratio:.3f}" for name, ratio in results["goals"].items()]
     return "\n".join(lines)

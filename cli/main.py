@@ -224,8 +224,7 @@ def cmd_bench(args) -> int:
     from cli import bench
     from model import bundle
 
-    results = bench.run(bundle.load(_model_dir(args)), quick=args.quick,
-                        chunk_steps=args.config.generation.chunk_steps)
+    results = bench.run(bundle.load(_model_dir(args)), quick=args.quick, generation=args.config.generation)
     print(json.dumps(results, indent=1) if args.json else bench.table(results))
     return 0
 

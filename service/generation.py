@@ -1,8 +1,10 @@
 """The generation service: one worker batches every chat's requests over one shared Sampler.
 
-Requests wait in one bounded queue. The worker runs the model in chunks of at most `chunk_steps`
-characters over every active row; at each chunk boundary finished, cancelled and expired rows leave
-and waiting requests join (continuous batching), so a short request never waits for a long one.
+Requests wait in one bounded queue. The worker runs the model in chunks of `chunk_steps` characters
+over every active row (LONE_CHUNKS times longer for a row alone with nobody waiting); at each chunk
+boundary finished, cancelled and expired rows leave and waiting requests join (continuous batching),
+so a short request never waits for a long one. XLA compiles one program per shape, so the shapes
+are few and fixed (`shapes`), and `warm` compiles them all before the first request.
 Only prime and sample run in the worker thread; seed cleaning, text to ids and ids to text happen
 in each request's own coroutine. The worker notes the time at every chunk, and every heartbeat_s
 while idle (`progress_at`): a worker that is gone or stuck shows (`cervantes health`).
@@ -32,6 +34,7 @@ from model.vocab import Vocab
 log = logging.getLogger(__name__)
 
 _END = object()  # follows a row's last chunk: its future is done
+LONE_CHUNKS = 5  # a row alone, with nobody waiting, runs chunks this many times chunk_steps: fewer calls
 
 
 class Busy(Exception):
@@ -173,6 +176,7 @@ class GenerationService:
         self.request_timeout_s = request_timeout_s
         self.max_seed_chars, self.strip_accents = max_seed_chars, strip_accents
         self._prime_time = max(1, max_seed_chars)  # the time axis of every prime call: one shape
+        self._lone_steps = LONE_CHUNKS * chunk_steps
         self.top_k, self.top_p, self.words, self.heartbeat_s = top_k, top_p, words, heartbeat_s
         self.progress_at: float | None = None  # wall time of the worker's last chunk or idle heartbeat
         self._waiting: deque[_Row] = deque()  # bounded by queue_size in _submit
@@ -221,25 +225,34 @@ class GenerationService:
         """Started and not ended: the worker task ends only by close() or an error it could not catch."""
         return self._worker is not None and not self._worker.done()
 
-    def shapes(self) -> list[int]:
-        """The batch sizes the worker calls the model with: powers of four up to max_batch's. With the
-        time axis of a prime and the steps of a chunk fixed, each is one XLA program of each kind."""
+    def _sizes(self, base: int) -> list[int]:
+        """Powers of `base` up to the first that holds max_batch rows."""
         sizes = [1]
         while sizes[-1] < self.max_batch:
-            sizes.append(sizes[-1] * 4)
+            sizes.append(sizes[-1] * base)
         return sizes
+
+    def shapes(self) -> list[tuple[str, int, int]]:
+        """Every model call the worker makes, as (kind, rows, steps), one XLA program each: a prime
+        of max_seed_chars per power of four rows (priming is a small share of the work), a chunk of
+        chunk_steps per power of two rows (8 rows run as 8, not 16), and the long chunk of a lone row."""
+        return ([("prime", rows, self._prime_time) for rows in self._sizes(4)]
+                + [("sample", rows, self.chunk_steps) for rows in self._sizes(2)]
+                + [("sample", 1, self._lone_steps)])
 
     async def warm(self) -> None:
         """Compile every shape the worker can use now, rather than in some user's reply (each takes
         0.4 to 1 s on two cores). Call it after start(), before taking requests."""
         vocab = self.sampler.vocab
         known = vocab.encode(seeds.DEFAULT_OPENING)
-        for batch in self.shapes():
-            states, last = await self._in_thread(_prime_padded, self.sampler, [known] * batch, self._prime_time)
+        for kind, rows, steps in self.shapes():
+            if kind == "prime":
+                await self._in_thread(_prime_padded, self.sampler, [known] * rows, steps, rows)
+                continue
             await self._in_thread(
-                _sample_padded, self.sampler, last, states, np.zeros(batch, np.int32),
-                np.zeros(batch, np.float32), np.zeros(batch, np.int64), np.zeros(batch, np.int32),
-                self.chunk_steps, self.top_k, self.top_p, np.full(batch, self.chunk_steps, np.int32))
+                _sample_padded, self.sampler, np.ones(rows, np.int32), self.sampler.zero_state(rows),
+                np.zeros(rows, np.int32), np.zeros(rows, np.float32), np.zeros(rows, np.int64),
+                np.zeros(rows, np.int32), steps, self.top_k, self.top_p, np.full(rows, steps, np.int32), rows)
 
     # requests -----------------------------------------------------------------------------------
 
@@ -363,7 +376,7 @@ class GenerationService:
         fresh = [row for row in rows if row.seed_ids is not None]
         if fresh:
             states, last = await self._in_thread(_prime_padded, self.sampler, [r.seed_ids for r in fresh],
-                                                 self._prime_time)
+                                                 self._prime_time, _bucket(len(fresh), self._sizes(4)))
             for i, row in enumerate(fresh):
                 row.state, row.last = states[i], int(last[i])
         self._active.extend(rows)
@@ -372,7 +385,9 @@ class GenerationService:
         self._active = [row for row in self._active if not self._leave_if_gone(row)]
         if not self._active:
             return
-        steps = self.chunk_steps  # always: rows that need fewer stop inside the call (one shape)
+        # always one of two lengths: rows that need fewer stop inside the call (few shapes)
+        lone = len(self._active) == 1 and not self._waiting and self._active[0].remaining >= self._lone_steps
+        steps = self._lone_steps if lone else self.chunk_steps
         for row in self._active:
             row.batch_size = max(row.batch_size, len(self._active))
         # the sampler takes one top_k and top_p per call: one call per distinct pair (usually one)
@@ -394,7 +409,7 @@ class GenerationService:
             np.array([r.temperature for r in rows], np.float32),
             np.array([_stream_key(r.random_seed) for r in rows], np.int64),
             np.array([r.position for r in rows], np.int32), steps, top_k, top_p,
-            np.array([min(r.remaining, steps) for r in rows], np.int32))
+            np.array([min(r.remaining, steps) for r in rows], np.int32), _bucket(len(rows), self._sizes(2)))
         for i, row in enumerate(rows):
             taken = min(row.remaining, steps)
             row.state, row.last, row.word = states[i], int(last[i]), int(words[i])
@@ -440,37 +455,35 @@ def _checked(length: int, temperature: float, top_k: int, top_p: float) -> tuple
     return length, temperature, top_k, top_p
 
 
-def _bucket(n: int) -> int:
-    """The power of four >= n: the batch sizes the model is called with. XLA compiles one program
-    per shape, so few shapes mean few compilations (and a warm-up that takes seconds, not a minute),
-    for at most four times the rows a call needs."""
-    size = 1
-    while size < n:
-        size *= 4
-    return size
+def _bucket(n: int, sizes: list[int]) -> int:
+    """The smallest of `sizes` that holds n rows: the batch sizes the model is called with. XLA
+    compiles one program per shape, so few shapes mean few compilations (and a warm-up that takes
+    seconds, not a minute), for at most twice (or four times) the rows a call needs."""
+    return next((size for size in sizes if size >= n), sizes[-1])
 
 
-def _prime_padded(sampler: Sampler, seeds_ids: list[np.ndarray], time: int) -> tuple[np.ndarray, np.ndarray]:
-    """sampler.prime over the batch padded to [power of two rows, `time` characters]: the time axis
-    is always the longest seed the service takes (the loop inside stops at the longest real one), so
+def _prime_padded(sampler: Sampler, seeds_ids: list[np.ndarray], time: int,
+                  rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """sampler.prime over the batch padded to `rows` rows and `time` characters: the time axis is
+    always the longest seed the service takes (the loop inside stops at the longest real one), so
     only the batch size makes a new shape. Filler rows have one character, so nothing to read.
     Returns (states [n, units], last ids [n]) of the real rows.
     """
     n = len(seeds_ids)
-    fillers = [np.ones(1, np.int32)] * (_bucket(n) - n)
+    fillers = [np.ones(1, np.int32)] * (rows - n)
     states, last = sampler.prime(list(seeds_ids) + fillers, min_time=time)
     return states[:n], last[:n]
 
 
 def _sample_padded(sampler: Sampler, last: np.ndarray, states: np.ndarray, words: np.ndarray,
                    temperatures: np.ndarray, random_seeds: np.ndarray, positions: np.ndarray, steps: int,
-                   top_k: int, top_p: float, steps_left: np.ndarray):
-    """sampler.sample over the batch padded to a bucket's rows (greedy free fillers from zeros).
+                   top_k: int, top_p: float, steps_left: np.ndarray, rows: int):
+    """sampler.sample over the batch padded to `rows` rows (greedy free fillers from zeros).
 
     Rows are independent, so fillers change nothing. Returns (ids [n, steps], states, last ids,
     word states).
     """
-    n, pad = len(last), _bucket(len(last)) - len(last)
+    n, pad = len(last), rows - len(last)
     if pad:
         last = np.concatenate([last, np.ones(pad, np.int32)])
         states = np.concatenate([states, np.zeros([pad, states.shape[1]], np.float32)])

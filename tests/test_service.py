@@ -265,28 +265,32 @@ async def test_every_bit_of_the_random_seed_counts(service):
     assert a.text != b.text
 
 
-async def test_a_mix_of_requests_uses_only_the_shapes_warmed_at_start(tiny_sampler, monkeypatch):
+async def test_a_mix_of_requests_uses_only_the_shapes_warmed_at_start(tiny_book_sampler, monkeypatch):
     """XLA compiles one program per distinct input shape (and compile-time value: the steps and top_k
-    of a chunk). Count the distinct ones the worker uses over a mix of seed lengths, reply lengths
-    and batch sizes: none beyond those warm() compiled."""
+    of a chunk; top_p is not one). Count the distinct ones the worker uses over a mix of seed
+    lengths, reply lengths, batch sizes, top-p and words: none beyond those warm() compiled."""
     seen = set()
 
     def recording(kind, compiled):
         def call(*args):
             seen.add((kind, *(tuple(getattr(a, "shape", ())) for a in args),
-                      *(int(a) for a in args if getattr(a, "shape", None) == ())))
+                      *(int(a) for a in args if getattr(a, "shape", None) == () and a.dtype.kind == "i")))
             return compiled(*args)
         return call
 
-    monkeypatch.setattr(tiny_sampler, "_prime", recording("prime", tiny_sampler._prime))
-    monkeypatch.setattr(tiny_sampler, "_sample", recording("sample", tiny_sampler._sample))
-    async with GenerationService(tiny_sampler, max_batch=16, chunk_steps=10) as s:
+    sampler = tiny_book_sampler
+    monkeypatch.setattr(sampler, "_prime", recording("prime", sampler._prime))
+    monkeypatch.setattr(sampler, "_sample", recording("sample", sampler._sample))
+    async with GenerationService(sampler, max_batch=16, chunk_steps=10, words="book") as s:
         await s.warm()
         warmed = set(seen)
-        assert len(warmed) == 2 * len(s.shapes()) == 6  # batches of 1, 4 and 16; a prime and a chunk each
+        # primes of 1, 4 and 16 rows; chunks of 1, 2, 4, 8 and 16 rows; a lone row's long chunk
+        assert len(warmed) == len(s.shapes()) == 9
         for batch, length in [(1, 7), (3, 33), (5, 10), (16, 99), (2, 1), (11, 45)]:
-            await asyncio.gather(*(s.generate("Sancho " * (i * 7 % 40 + 1), length=length + i, temperature=0.5)
+            await asyncio.gather(*(s.generate("Sancho " * (i * 7 % 40 + 1), length=length + i, temperature=0.5,
+                                              top_p=(1.0, 0.9, 0.5)[i % 3], words=("free", "book")[i % 2])
                                    for i in range(batch)))
             first = await s.generate("la Mancha", length=length)
-            await s.generate(state=first.state, last_char=first.last_char, length=length + 3)
+            await s.generate(state=first.state, last_char=first.last_char, tail="la Mancha" + first.text,
+                             length=length + 3)
     assert seen == warmed
