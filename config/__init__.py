@@ -52,7 +52,7 @@ class StorageSection:
 @dataclass(frozen=True)
 class GenerationSection:
     max_batch: int = 64  # rows generated together at most
-    max_wait_ms: int = 5  # how long a lone request waits for company before it runs
+    max_wait_ms: int = 5  # how long a lone request waits for company at most (a fifth of it after the last came)
     chunk_steps: int = 100  # characters per model call; new requests join between chunks
     queue_size: int = 256  # waiting requests at most; beyond it the bot answers "busy"
     request_timeout_s: float = 60.0  # a request not done by then is dropped with an apology
@@ -63,7 +63,7 @@ class GenerationSection:
 
 @dataclass(frozen=True)
 class ChatSection:
-    temperature: float = 0.7  # a new chat's temperature (chosen from the sample table on the model card)
+    temperature: float = 0.8  # a new chat's temperature (chosen from the sample table on the model card)
     length: int = 300  # a new chat's reply length in characters
     min_temperature: float = 0.1  # /temperatura accepts this range
     max_temperature: float = 2.0

@@ -225,19 +225,19 @@ class GenerationService:
         """Started and not ended: the worker task ends only by close() or an error it could not catch."""
         return self._worker is not None and not self._worker.done()
 
-    def _sizes(self, base: int) -> list[int]:
-        """Powers of `base` up to the first that holds max_batch rows."""
+    def _sizes(self) -> list[int]:
+        """Powers of two up to the first that holds max_batch rows."""
         sizes = [1]
         while sizes[-1] < self.max_batch:
-            sizes.append(sizes[-1] * base)
+            sizes.append(sizes[-1] * 2)
         return sizes
 
     def shapes(self) -> list[tuple[str, int, int]]:
         """Every model call the worker makes, as (kind, rows, steps), one XLA program each: a prime
-        of max_seed_chars per power of four rows (priming is a small share of the work), a chunk of
-        chunk_steps per power of two rows (8 rows run as 8, not 16), and the long chunk of a lone row."""
-        return ([("prime", rows, self._prime_time) for rows in self._sizes(4)]
-                + [("sample", rows, self.chunk_steps) for rows in self._sizes(2)]
+        of max_seed_chars and a chunk of chunk_steps per power of two rows (8 rows run as 8, not
+        16), and the long chunk of a lone row."""
+        return ([("prime", rows, self._prime_time) for rows in self._sizes()]
+                + [("sample", rows, self.chunk_steps) for rows in self._sizes()]
                 + [("sample", 1, self._lone_steps)])
 
     async def warm(self) -> None:
@@ -353,11 +353,14 @@ class GenerationService:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.heartbeat_s):
                     await self._arrived.wait()
-        deadline = asyncio.get_running_loop().time() + self.max_wait_s
+        # ... but not longer than a fifth of it after the last one came: requests that come together
+        # (a burst, inline mode's three) are together by then, and later ones join at the next chunk
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait_s
         while len(self._waiting) < self.max_batch:
             self._arrived.clear()
             try:
-                async with asyncio.timeout_at(deadline):
+                async with asyncio.timeout_at(min(deadline, loop.time() + self.max_wait_s / 5)):
                     await self._arrived.wait()
             except TimeoutError:
                 return
@@ -376,7 +379,7 @@ class GenerationService:
         fresh = [row for row in rows if row.seed_ids is not None]
         if fresh:
             states, last = await self._in_thread(_prime_padded, self.sampler, [r.seed_ids for r in fresh],
-                                                 self._prime_time, _bucket(len(fresh), self._sizes(4)))
+                                                 self._prime_time, _bucket(len(fresh), self._sizes()))
             for i, row in enumerate(fresh):
                 row.state, row.last = states[i], int(last[i])
         self._active.extend(rows)
@@ -409,7 +412,7 @@ class GenerationService:
             np.array([r.temperature for r in rows], np.float32),
             np.array([_stream_key(r.random_seed) for r in rows], np.int64),
             np.array([r.position for r in rows], np.int32), steps, top_k, top_p,
-            np.array([min(r.remaining, steps) for r in rows], np.int32), _bucket(len(rows), self._sizes(2)))
+            np.array([min(r.remaining, steps) for r in rows], np.int32), _bucket(len(rows), self._sizes()))
         for i, row in enumerate(rows):
             taken = min(row.remaining, steps)
             row.state, row.last, row.word = states[i], int(last[i]), int(words[i])
@@ -458,7 +461,7 @@ def _checked(length: int, temperature: float, top_k: int, top_p: float) -> tuple
 def _bucket(n: int, sizes: list[int]) -> int:
     """The smallest of `sizes` that holds n rows: the batch sizes the model is called with. XLA
     compiles one program per shape, so few shapes mean few compilations (and a warm-up that takes
-    seconds, not a minute), for at most twice (or four times) the rows a call needs."""
+    seconds, not a minute), for at most twice the rows a call needs."""
     return next((size for size in sizes if size >= n), sizes[-1])
 
 

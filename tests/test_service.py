@@ -74,6 +74,17 @@ async def test_a_short_request_joins_a_running_long_one_and_finishes_first(servi
     assert len(first_chunk + "".join(rest)) == 3000 == len(long.result.text)
 
 
+async def test_company_is_awaited_a_fifth_of_max_wait_after_the_last_request_came(tiny_sampler):
+    async with GenerationService(tiny_sampler, max_wait_ms=1000) as service:
+        await service.generate("a", length=5)  # the shapes of a lone request compile here
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert (await service.generate("a", length=5)).batch_size == 1
+        assert 0.19 <= loop.time() - started < 0.9  # not the whole second: nobody else came
+        together = await asyncio.gather(*(service.generate(s, length=5) for s in ("a", "b", "c")))
+        assert [r.batch_size for r in together] == [3, 3, 3]  # those that come together run together
+
+
 async def test_stream_chunks_make_up_the_final_text(service):
     stream = service.stream("Sancho", length=250, random_seed=7)
     assert stream.seed.text == "Sancho" and stream.result is None
@@ -284,8 +295,8 @@ async def test_a_mix_of_requests_uses_only_the_shapes_warmed_at_start(tiny_book_
     async with GenerationService(sampler, max_batch=16, chunk_steps=10, words="book") as s:
         await s.warm()
         warmed = set(seen)
-        # primes of 1, 4 and 16 rows; chunks of 1, 2, 4, 8 and 16 rows; a lone row's long chunk
-        assert len(warmed) == len(s.shapes()) == 9
+        # a prime and a chunk of 1, 2, 4, 8 and 16 rows; a lone row's long chunk
+        assert len(warmed) == len(s.shapes()) == 11
         for batch, length in [(1, 7), (3, 33), (5, 10), (16, 99), (2, 1), (11, 45)]:
             await asyncio.gather(*(s.generate("Sancho " * (i * 7 % 40 + 1), length=length + i, temperature=0.5,
                                               top_p=(1.0, 0.9, 0.5)[i % 3], words=("free", "book")[i % 2])

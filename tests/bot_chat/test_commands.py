@@ -16,6 +16,8 @@ from service.generation import Busy, GenerationService
 from storage import Continuation, Storage
 from recorder import Recorder, say
 
+DEFAULT_SHOWN = f"es {ChatSection().temperature:g}.".replace(".", ",", 1)  # "es 0,8.": the default temperature
+
 CHAT = ChatKey("telegram", "-100123")
 OTHER = ChatKey("telegram", "-100999")
 # greedy allowed (temperature 0) so that texts can be compared exactly
@@ -71,7 +73,7 @@ async def test_temperature_is_set_and_shown(tiny_sampler, db_path, value, shown)
 async def test_bad_temperature_gets_the_valid_range(tiny_sampler, db_path, value):
     async with bot(tiny_sampler, db_path, chat=ChatSection()) as c:
         assert await say(c, f"/temperatura {value}") == messages.TEMPERATURE_BAD.format(tmin="0,1", tmax="2")
-        assert "es 0,7." in await say(c, "/temperatura")  # unchanged
+        assert DEFAULT_SHOWN in await say(c, "/temperatura")  # unchanged
 
 
 async def test_length_is_set_used_and_checked(tiny_sampler, db_path):
@@ -183,7 +185,7 @@ async def test_chats_never_see_each_other(tiny_sampler, db_path):
     async with bot(tiny_sampler, db_path) as c:
         await say(c, "/temperatura 1,5", CHAT)
         await say(c, "/cervantes Sancho", CHAT)
-        assert "es 0,7." in await say(c, "/temperatura", OTHER)
+        assert DEFAULT_SHOWN in await say(c, "/temperatura", OTHER)
         assert await say(c, "/continuar", OTHER) == messages.NOTHING_TO_CONTINUE
         discord_same_id = ChatKey("discord", CHAT.chat_id)
         assert await say(c, "/continuar", discord_same_id) == messages.NOTHING_TO_CONTINUE
@@ -196,7 +198,7 @@ async def test_olvidar_forgets_everything_of_the_chat(tiny_sampler, db_path):
         await say(c, "/temperatura 1", OTHER)
         assert await say(c, "/olvidar") == messages.FORGOTTEN
         assert await say(c, "/continuar") == messages.NOTHING_TO_CONTINUE
-        assert "es 0,7." in await say(c, "/temperatura")
+        assert DEFAULT_SHOWN in await say(c, "/temperatura")
         assert "es 1." in await say(c, "/temperatura", OTHER)
         assert await say(c, "/olvidar") == messages.NOTHING_TO_FORGET
 

@@ -232,7 +232,7 @@ async def test_each_channel_keeps_its_own_settings(env, guild, channel, alice):
         return messages.TEMPERATURE_IS.format(value=value, tmin="0,1", tmax="2")
 
     assert (await alice.slash(channel, "temperatura")).response.content == is_("0,7")
-    assert (await alice.slash(other, "temperatura")).response.content == is_("0,7")  # the default
+    assert (await alice.slash(other, "temperatura")).response.content == is_("0,8")  # the default
     assert (await alice.user.slash("temperatura")).response.content == is_("1,5")
     await alice.send(other, "!olvidar")
     assert bot_messages(env, other)[-1].content == messages.NOTHING_TO_FORGET
