@@ -158,27 +158,54 @@ def _schema(version: int) -> dict[str, list[str]]:
                 for (name,) in conn.execute(_TABLES)}
 
 
-async def check_schema(db: aiosqlite.Connection, path: Path) -> None:
-    """Refuse a file whose tables are not those of its version: another program's, or damaged.
+async def read_schema(db: aiosqlite.Connection) -> tuple[int, dict[str, list[str]]]:
+    """The version and every table's columns, read in one transaction: one snapshot of the file, so
+    that another process's migration cannot commit between the two (issue 19, item 9)."""
+    await db.execute("BEGIN")
+    try:
+        version = await user_version(db)
+        found = {}
+        for (name,) in await db.execute_fetchall(_TABLES):
+            # the name is sqlite's own, from sqlite_master; quoted as an identifier all the same
+            quoted = '"' + name.replace('"', '""') + '"'
+            found[name] = [col[1] for col in await db.execute_fetchall(f"PRAGMA table_info({quoted})")]
+    finally:
+        await db.execute("COMMIT")
+    return version, found
+
+
+def judge_schema(version: int, found: dict[str, list[str]], where: str) -> None:
+    """Refuse tables that are not those of their version: another program's, or damaged; and a
+    cervantes database newer than this program. What the file is comes before its version: another
+    program's file with a high version (Firefox's places.sqlite is at 74) is not "newer"."""
+    latest = _schema(len(MIGRATIONS))
+    if version > len(MIGRATIONS):
+        # a newer cervantes keeps every table of ours, with our columns first (columns are appended)
+        if all(found.get(name, [])[:len(columns)] == columns for name, columns in latest.items()):
+            raise StorageError(f"{where} is at schema version {version}, newer than this "
+                               f"program's {len(MIGRATIONS)}: run a newer cervantes")
+        what = "it holds another program's tables (" + ", ".join(sorted(found)) + ")"
+    else:
+        expected = _schema(version)
+        if found == expected:
+            return
+        if version == 0 or not set(found) & set(latest):
+            what = "it holds another program's tables (" + ", ".join(sorted(found)) + ")"
+        else:
+            name = next(t for t in sorted(set(found) | set(expected)) if found.get(t) != expected.get(t))
+            what = (f"at schema version {version} it should have no table {name}" if name not in expected
+                    else f"at schema version {version} it lacks the table {name}" if name not in found
+                    else f"its table {name} has the columns ({', '.join(found[name])}), "
+                         f"not ({', '.join(expected[name])})")
+    raise StorageError(f"{where} is not a cervantes database, or a damaged one: {what}. Point "
+                       "[storage] path (CERVANTES_STORAGE_PATH) at a new file or at the bot's own")
+
+
+async def check_schema(db: aiosqlite.Connection, path: Path) -> int:
+    """Refuse a file that is not ours (or ours from a newer program); its version if it is ours.
 
     Before migrating, so that another program's database is never changed. `path` names it.
     """
-    version = await user_version(db)
-    expected = _schema(min(version, len(MIGRATIONS)))
-    found = {}
-    for (name,) in await db.execute_fetchall(_TABLES):
-        # the name is sqlite's own, from sqlite_master; quoted as an identifier all the same
-        quoted = '"' + name.replace('"', '""') + '"'
-        found[name] = [col[1] for col in await db.execute_fetchall(f"PRAGMA table_info({quoted})")]
-    if found == expected:
-        return
-    if version == 0:
-        what = "it holds another program's tables (" + ", ".join(sorted(found)) + ")"
-    else:
-        name = next(t for t in sorted(set(found) | set(expected)) if found.get(t) != expected.get(t))
-        what = (f"at schema version {version} it should have no table {name}" if name not in expected
-                else f"at schema version {version} it lacks the table {name}" if name not in found
-                else f"its table {name} has the columns ({', '.join(found[name])}), "
-                     f"not ({', '.join(expected[name])})")
-    raise StorageError(f"{path} is not a cervantes database, or a damaged one: {what}. Point "
-                       "[storage] path (CERVANTES_STORAGE_PATH) at a new file or at the bot's own")
+    version, found = await read_schema(db)
+    judge_schema(version, found, str(path))
+    return version

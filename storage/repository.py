@@ -23,6 +23,7 @@ import logging
 import math
 import numbers
 import os
+import sqlite3
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ import numpy as np
 
 from storage import files, tags
 from storage.errors import StorageError, translated
-from storage.migrations import MIGRATIONS, check_schema, migrate, user_version
+from storage.migrations import MIGRATIONS, check_schema, migrate
 
 log = logging.getLogger(__name__)
 
@@ -212,23 +213,33 @@ class Storage:
 
     async def _configure(self, db: aiosqlite.Connection) -> None:
         await db.execute("PRAGMA foreign_keys = ON")
-        version = await user_version(db)
-        if version > len(MIGRATIONS):
-            raise StorageError(f"{self.path} is at schema version {version}, newer than this "
-                               f"program's {len(MIGRATIONS)}: run a newer cervantes")
-        await check_schema(db, self.path)  # another program's file is refused before any change
+        version = await check_schema(db, self.path)  # another program's file is refused before any change
         if self.read_only:
             if version < len(MIGRATIONS):
                 raise StorageError(f"{self.path} is at schema version {version}, older than "
                                    f"{len(MIGRATIONS)}: open it once writable to upgrade it")
             return
-        (mode,) = (await db.execute_fetchall("PRAGMA journal_mode = WAL"))[0]
+        mode = await self._journal_mode_wal(db)
         if mode != "wal":
             log.warning("%s: journal_mode is %s, not wal", self.path, mode)
         await db.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; fsync at checkpoints
         # deleted rows (/olvidar, retention) are overwritten with zeros, not left in free space
         await db.execute("PRAGMA secure_delete = ON")
         await migrate(db)
+
+    async def _journal_mode_wal(self, db: aiosqlite.Connection) -> str:
+        """Switch to WAL. Another process opening the file at the same moment can make the switch
+        meet "database is locked" at once (sqlite does not wait on it): try again within the busy
+        timeout."""
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        while True:
+            try:
+                (mode,) = (await db.execute_fetchall("PRAGMA journal_mode = WAL"))[0]
+                return mode
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.01)
 
     async def close(self) -> None:
         """Stop pruning, let the deletions and writes in flight finish, close both connections."""

@@ -274,11 +274,24 @@ async def test_old_database_is_upgraded_and_keeps_its_rows(db_path):
 
 
 async def test_database_from_a_newer_program_is_refused(db_path):
+    async with await Storage.open(db_path) as storage:  # ours, then a newer version added a table
+        await storage.set_length(TG, 5)
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("CREATE TABLE inbox (id INTEGER PRIMARY KEY)")
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(StorageError, match="newer than this program"):
+        await Storage.open(db_path)
+
+
+async def test_another_programs_file_with_a_high_version_is_not_called_newer(db_path):
+    """Firefox's places.sqlite is at user_version 74: it is not a newer cervantes database (item 10)."""
     db_path.parent.mkdir(parents=True)
     with sqlite3.connect(db_path) as conn:
-        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
-    with pytest.raises(StorageError, match="newer"):
+        conn.executescript("CREATE TABLE moz_places (id INTEGER PRIMARY KEY, url TEXT);"
+                           "PRAGMA user_version = 74;")
+    with pytest.raises(StorageError, match="is not a cervantes database") as raised:
         await Storage.open(db_path)
+    assert "newer" not in str(raised.value) and "moz_places" in str(raised.value)
 
 
 @pytest.mark.parametrize("column, value", [
@@ -679,3 +692,42 @@ async def test_upgrade_counts_stored_chats_as_active_at_the_upgrade(db_path):
         active = dict(((p, c), t) for p, c, t in conn.execute("SELECT * FROM chats"))
     assert set(active) == {tuple(TG), tuple(DC)}
     assert all(abs(t - time.time()) < 60 for t in active.values())
+
+
+# --- several processes opening one database at once (issue 19, item 9) -----------------------------
+
+OPENER = """
+import asyncio, sys, time
+from storage import Storage, StorageError
+path, at = sys.argv[1], float(sys.argv[2])
+time.sleep(max(0.0, at - time.time()))  # every process opens at the same moment
+async def main():
+    async with await Storage.open(path) as storage:
+        await storage.set_length(("telegram", sys.argv[3]), 5)
+try:
+    asyncio.run(main())
+except StorageError as exc:
+    print(exc)
+    sys.exit(1)
+"""
+
+
+def test_processes_opening_a_new_database_at_once_all_succeed(tmp_path):
+    """The review saw 14 of 120 such opens fail with "not a cervantes database"."""
+    import subprocess
+    import sys
+    failures = []
+    for round_ in range(8):
+        path = tmp_path / f"r{round_}" / "cervantes.db"
+        at = time.time() + 1.0
+        procs = [subprocess.Popen([sys.executable, "-c", OPENER, str(path), str(at), str(i)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for i in range(6)]
+        for proc in procs:
+            out, _ = proc.communicate(timeout=60)
+            if proc.returncode != 0:
+                failures.append(out.strip().splitlines()[-1])
+        if not failures:
+            with sqlite3.connect(path) as conn:
+                assert conn.execute("SELECT count(*) FROM chat_settings").fetchone()[0] == 6
+    assert not failures, f"{len(failures)} of 48 opens failed: {failures[:3]}"
