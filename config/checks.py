@@ -66,6 +66,22 @@ def single_word(value: str) -> str | None:
     return None if value and not any(c.isspace() for c in value) else "must be one word, no spaces"
 
 
+def not_memory(value: str) -> str | None:
+    """storage.path: a file. sqlite's ":memory:" is a new empty database for each connection."""
+    if problem := filled(value):
+        return problem
+    if value.strip() == ":memory:":
+        return ("would give the bot's reader and writer two different empty databases, lost at exit: "
+                "name a file")
+    return None
+
+
+# what SQL's integers hold (SQLite's INTEGER, PostgreSQL's BIGINT): replies_per_chat is a LIMIT/OFFSET
+SQL_INT_MAX = 2**63 - 1
+# keep_days in seconds, as a 64-bit integer (about 292 billion years: more would overflow the cutoff)
+KEEP_DAYS_MAX = SQL_INT_MAX // 86400
+
+
 def each(rule: Rule) -> Rule:
     def check(values: list) -> str | None:
         for value in values:
@@ -81,9 +97,9 @@ RULES: dict[str, Rule] = {
     "corpus.path": anything,
     "corpus.strip_accents": anything,
     "corpus.extra": anything,
-    "storage.path": filled,
-    "storage.keep_days": whole(0),
-    "storage.replies_per_chat": whole(1),
+    "storage.path": not_memory,
+    "storage.keep_days": whole(0, KEEP_DAYS_MAX),
+    "storage.replies_per_chat": whole(1, SQL_INT_MAX),
     "generation.max_batch": whole(1),
     "generation.max_wait_ms": whole(0),
     "generation.chunk_steps": whole(1),

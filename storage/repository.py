@@ -560,25 +560,31 @@ class Storage:
         """A consistent copy of the database through sqlite's online backup API, safe while running.
 
         Written beside `dest` first (mode 0600, as the database) and renamed into place, so `dest` is
-        never a half-written file nor, for a moment, one that others can read.
+        never a half-written file nor, for a moment, one that others can read. A folder is refused;
+        any failure removes the partial copy (it holds every chat's data, which neither /olvidar nor
+        keep_days would reach) and is a StorageError.
         """
         dest = Path(dest)
+        if dest.is_dir():
+            raise StorageError(f"{dest} is a folder: name a file for the copy, such as "
+                               f"{dest / self.path.name}")
         if dest.resolve() == self.path.resolve():
             raise ValueError("the backup cannot overwrite the database itself")
         partial = dest.with_name(dest.name + ".partial")
-        partial.unlink(missing_ok=True)
         async with self._writing("back up the database") as db:
             try:
+                partial.unlink(missing_ok=True)
                 files.create_private(partial, exclusive=True)  # sqlite keeps the mode of a file it finds
                 target = await aiosqlite.connect(partial)
                 try:
                     await db.backup(target)
                 finally:
                     await target.close()
-            except BaseException:
+                os.replace(partial, dest)
+            except OSError as exc:
+                raise StorageError(f"could not write the copy {dest}: {exc.strerror or exc}") from exc
+            finally:
                 partial.unlink(missing_ok=True)
-                raise
-            os.replace(partial, dest)
         return dest
 
     async def integrity_check(self) -> str:

@@ -171,3 +171,33 @@ def test_the_command_line_warns_of_stray_variables(tmp_path, monkeypatch, capsys
     main(["health"])
     assert ("cervantes: warning: $CERVANTES_STORAGE_PAHT is not a setting: ignored "
             "(did you mean $CERVANTES_STORAGE_PATH?)\n") in capsys.readouterr().err
+
+
+# --- [storage]: values that pass a type check but would break the bot (issue 19, item 12) -----------
+
+@pytest.mark.parametrize("variable, value, named", [
+    ("CERVANTES_STORAGE_PATH", ":memory:", "storage.path = ':memory:' would give the bot's reader and "
+                                           "writer two different empty databases"),
+    ("CERVANTES_STORAGE_REPLIES_PER_CHAT", str(2**63), "must be at most 9223372036854775807"),
+    ("CERVANTES_STORAGE_KEEP_DAYS", str(10**400), "must be at most"),
+])
+def test_storage_values_the_database_cannot_hold_are_refused(variable, value, named):
+    with pytest.raises(config.ConfigError) as err:
+        config.load(None, environ={"CERVANTES_CONFIG": str(ROOT / "config.toml"), variable: value})
+    assert str(err.value).startswith(f"${variable}: ") and named in str(err.value), str(err.value)
+
+
+async def test_the_largest_storage_values_allowed_work(tmp_path):
+    """The bounds are what the database holds, not guesses: a save at the limits goes through."""
+    import numpy as np
+
+    from storage import Continuation, Storage
+
+    cfg = config.load(None, environ={"CERVANTES_CONFIG": str(ROOT / "config.toml"),
+                                     "CERVANTES_STORAGE_REPLIES_PER_CHAT": str(2**63 - 1),
+                                     "CERVANTES_STORAGE_KEEP_DAYS": str(checks.KEEP_DAYS_MAX)})
+    async with await Storage.open(tmp_path / "c.db", keep_days=cfg.storage.keep_days,
+                                  replies_per_chat=cfg.storage.replies_per_chat) as storage:
+        reply = await storage.save_reply(("telegram", 1), Continuation(np.ones(4), "m", "a", "a"), seed="a")
+        assert await storage.get_reply(("telegram", 1), reply) is not None
+        assert await storage.prune() == 0

@@ -731,3 +731,26 @@ def test_processes_opening_a_new_database_at_once_all_succeed(tmp_path):
             with sqlite3.connect(path) as conn:
                 assert conn.execute("SELECT count(*) FROM chat_settings").fetchone()[0] == 6
     assert not failures, f"{len(failures)} of 48 opens failed: {failures[:3]}"
+
+
+# --- backups that cannot be written (issue 19, item 11) ---------------------------------------------
+
+async def test_a_backup_into_a_folder_is_refused_and_leaves_no_copy(storage, tmp_path):
+    await storage.save_reply(TG, continuation(), seed="Sancho")
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    with pytest.raises(StorageError, match=f"{folder} is a folder: name a file"):
+        await storage.backup(folder)
+    assert list(tmp_path.glob("*.partial")) == [] and list(folder.iterdir()) == []
+
+
+async def test_a_backup_that_fails_at_the_end_leaves_no_partial_copy(storage, tmp_path, monkeypatch):
+    await storage.save_reply(TG, continuation(), seed="Sancho")
+
+    def no_room(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", no_room)  # the copy is made; putting it in place fails
+    with pytest.raises(StorageError, match="No space left on device"):
+        await storage.backup(tmp_path / "copy.db")
+    assert list(tmp_path.iterdir()) == [tmp_path / "data"]  # no copy.db, no copy.db.partial
