@@ -44,9 +44,24 @@ class CorpusSection:
 
 @dataclass(frozen=True)
 class StorageSection:
-    path: str = "cervantes.db"  # SQLite file with every chat's settings and continuation
+    path: str = "cervantes.db"  # SQLite file with every chat's settings and continuation (when url is empty)
+    url: str = field(default="", repr=False)  # postgresql://user@host:port/dbname: PostgreSQL instead of the file; password via PGPASSWORD/PGPASSFILE
+    url_file: str = ""  # a file holding the whole URL, password included (instead of url)
     keep_days: int = 90  # a chat idle this many days is deleted; 0 keeps chats until /olvidar
     replies_per_chat: int = 50  # replies per chat whose buttons still work; older ones are deleted
+
+    def database(self) -> str:
+        """What Storage opens: the PostgreSQL URL (from url, or read from url_file now), else the path."""
+        if self.url_file:
+            try:
+                url = Path(self.url_file).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"storage.url_file: cannot read {self.url_file}: "
+                                  f"{getattr(exc, 'strerror', None) or exc}") from None
+            if problem := checks.postgresql_url(url) or (None if url else "is empty"):
+                raise ConfigError(f"storage.url_file: the URL in {self.url_file} {problem}")
+            return url
+        return self.url or self.path
 
 
 @dataclass(frozen=True)
@@ -202,7 +217,8 @@ def _check(config: Config, origins: dict[str, str]) -> None:
 
     for dotted, rule in checks.RULES.items():
         if problem := rule(value(dotted)):
-            raise ConfigError(f"{origins.get(dotted, 'defaults')}: {dotted} = {value(dotted)!r} {problem}")
+            shown = checks.without_password(value(dotted)) if dotted in checks.SECRET_BEARING else value(dotted)
+            raise ConfigError(f"{origins.get(dotted, 'defaults')}: {dotted} = {shown!r} {problem}")
     for keys, relation in checks.RELATIONS:
         if problem := relation(*map(value, keys)):
             where = next((origins[k] for k in keys if k in origins), "defaults")

@@ -8,6 +8,7 @@ where the value came from (the file or the environment variable) to the message.
 from __future__ import annotations
 
 import math
+import re
 import typing
 
 Rule = typing.Callable[[typing.Any], "str | None"]
@@ -76,6 +77,22 @@ def not_memory(value: str) -> str | None:
     return None
 
 
+def postgresql_url(value: str) -> str | None:
+    """storage.url: empty, or postgresql://... (the message never repeats a password)."""
+    if not value:
+        return None
+    if value.startswith(("postgresql://", "postgres://")) and not any(c.isspace() for c in value):
+        return None
+    return "must be a postgresql://user@host:port/dbname URL"
+
+
+SECRET_BEARING = {"storage.url"}  # shown without a password in messages
+
+
+def without_password(url: str) -> str:
+    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
 # what SQL's integers hold (SQLite's INTEGER, PostgreSQL's BIGINT): replies_per_chat is a LIMIT/OFFSET
 SQL_INT_MAX = 2**63 - 1
 # keep_days in seconds, as a 64-bit integer (about 292 billion years: more would overflow the cutoff)
@@ -98,6 +115,8 @@ RULES: dict[str, Rule] = {
     "corpus.strip_accents": anything,
     "corpus.extra": anything,
     "storage.path": not_memory,
+    "storage.url": postgresql_url,
+    "storage.url_file": anything,
     "storage.keep_days": whole(0, KEEP_DAYS_MAX),
     "storage.replies_per_chat": whole(1, SQL_INT_MAX),
     "generation.max_batch": whole(1),
@@ -144,6 +163,10 @@ def not_above(low: str, high: str):
     return (low, high), problem
 
 
+def _one_url(url: str, url_file: str) -> str | None:
+    return "storage.url and storage.url_file are both set: keep one" if url and url_file else None
+
+
 def _webhook_needs_url(mode: str, url: str) -> str | None:
     return 'telegram.mode = "webhook" needs telegram.webhook_url' if mode == "webhook" and not url else None
 
@@ -157,4 +180,5 @@ RELATIONS = [
     not_above("chat.min_temperature", "chat.temperature"),
     not_above("chat.temperature", "chat.max_temperature"),
     (("telegram.mode", "telegram.webhook_url"), _webhook_needs_url),
+    (("storage.url", "storage.url_file"), _one_url),
 ]
