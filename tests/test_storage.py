@@ -920,3 +920,27 @@ async def test_a_backup_that_fails_at_the_end_leaves_no_partial_copy(db_path, tm
     assert list(tmp_path.iterdir()) == [tmp_path / "data"]  # no copy.db, no copy.db.partial
     monkeypatch.undo()
     await storage.close()
+
+
+# --- a server that goes away (PostgreSQL) -----------------------------------------------------------
+
+async def test_connections_cut_by_the_server_are_storage_errors_then_the_pool_reconnects(pg_url):
+    import pg
+    async with await Storage.open(pg_url) as storage:
+        await storage.set_length(TG, 5)
+        pg.sql(pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        outcomes = []
+        for _ in range(3):  # the pool's connection is gone: a StorageError, never asyncpg's own error
+            try:
+                outcomes.append(await storage.get_settings(TG))
+            except StorageError as exc:
+                outcomes.append("cannot be reached" in str(exc) or str(exc))
+        assert outcomes[-1] == Settings(None, 5) and all(o in (True, Settings(None, 5)) for o in outcomes)
+        await storage.set_length(TG, 6)  # writes go on too
+        assert await storage.get_settings(TG) == Settings(None, 6)
+
+
+async def test_memory_is_not_a_database_path():
+    with pytest.raises(ValueError, match="two different empty databases"):
+        Storage(":memory:")
