@@ -944,3 +944,23 @@ async def test_connections_cut_by_the_server_are_storage_errors_then_the_pool_re
 async def test_memory_is_not_a_database_path():
     with pytest.raises(ValueError, match="two different empty databases"):
         Storage(":memory:")
+
+
+async def test_a_new_migration_is_one_entry_for_both_engines(place, monkeypatch):
+    """How the next migration is added (a per-chat column, say): one entry appended to MIGRATIONS.
+    An older database is upgraded on either engine and the schema check knows the new column."""
+    from storage import migrations, repository
+    from storage.migrations import same
+
+    async with await Storage.open(place.target) as storage:
+        await storage.set_length(TG, 7)
+    added = (*MIGRATIONS, same("ALTER TABLE chat_settings ADD COLUMN who_may_change TEXT;"))
+    monkeypatch.setattr(migrations, "MIGRATIONS", added)
+    monkeypatch.setattr(repository, "MIGRATIONS", added)
+    async with await Storage.open(place.target) as storage:
+        assert await storage.get_settings(TG) == Settings(None, 7)
+    assert place.tables()["chat_settings"][-1] == "who_may_change"
+    assert {t: c for t, c in place.tables().items() if t != "cervantes_schema"} == schema(len(added))
+    monkeypatch.undo()  # this program again: the database is newer, and says so
+    with pytest.raises(StorageError, match=f"at schema version {len(added)}, newer than this program"):
+        await Storage.open(place.target)
