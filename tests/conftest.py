@@ -116,5 +116,8 @@ def postgres_server():
 
 @pytest.fixture
 def pg_url(postgres_server) -> str:
-    """A fresh, empty database on that server, for this test; its URL (as the admin, no password)."""
-    return postgres_server.new_database()
+    """A fresh, empty database on that server, for this test; its URL (as the admin, no password).
+    Dropped afterwards: each holds about 8 MB on disk."""
+    url = postgres_server.new_database()
+    yield url
+    postgres_server.drop_database(url)

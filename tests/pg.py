@@ -92,6 +92,11 @@ class Server:
         sql(self.url("postgres"), f"CREATE DATABASE {name} OWNER {PASSWORD_ROLE}")
         return self.url(name)
 
+    def drop_database(self, url: str) -> None:
+        """Drop a database new_database made, its connections closed by force (PostgreSQL 13+)."""
+        name = url.rsplit("/", 1)[1]
+        sql(self.url("postgres"), f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
     def stop(self) -> None:
         try:
             if self.port:

@@ -336,7 +336,9 @@ async def test_old_database_is_upgraded_and_keeps_its_rows(place):
         await storage.save_continuation(TG, continuation())
         assert (await storage.get_continuation(TG)).tail == TAIL
     assert "continuations" in place.tables()
-    assert (await engine_for(place.target).start(len(MIGRATIONS))) is not None  # no error, no change
+    engine = engine_for(place.target)
+    assert await engine.start(len(MIGRATIONS))  # at the latest version: opens, changes nothing
+    await engine.close()
 
 
 async def test_database_from_a_newer_program_is_refused(place):
