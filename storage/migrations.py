@@ -90,6 +90,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX replies_by_chat ON replies (platform, chat_id, id);
     """,
+    # 6: who may change a group's settings, as its admins chose with /ajustes: 'admins' or
+    # 'everyone'; NULL means "use [chat] group_settings".
+    """
+    ALTER TABLE chat_settings ADD COLUMN group_settings TEXT;
+    """,
 )
 
 _GET_VERSION = "PRAGMA user_version"
