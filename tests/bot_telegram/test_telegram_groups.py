@@ -116,3 +116,25 @@ async def test_a_member_and_the_group_each_have_one_quota_across_the_forum_topic
              for p in await peer.calls("sendMessage", forum)]
     assert posts == [("11", "Soy Cerv"), ("12", "Soy Cerv"), ("13", "Despacio"),  # ana's two, in any topic
                      ("14", "Soy Cerv"), ("15", "Despacio")]  # the group's three, all topics together
+
+
+@pytest.mark.parametrize("chat_section", [dataclasses.replace(CHAT, user_rate_limit_per_minute=2)])
+async def test_no_other_key_multiplies_one_persons_limit(emulator, tiny_model_dir, tmp_path, chat_section, token,
+                                                        peer):
+    """Issue 19, item 3: a press counts against the one who pressed, in every topic of the group;
+    inline queries count against the person, from whatever chat they type in."""
+    config = bot_config(emulator, tiny_model_dir, tmp_path, chat_section, inline_rate_limit_per_minute=2,
+                        inline_length=LENGTH)
+    forum = -1003002
+    async with running_bot(config, token):
+        await peer.continuation("/cervantes Sancho", "Sancho", forum, chat_type="supergroup", user_id=ANA, topic=11)
+        while not (await peer.messages(forum))[-1]["buttons"]:
+            await asyncio.sleep(0.05)
+        await peer.press(forum, (await peer.messages(forum))[-1]["message_id"], "Otra", user_id=ANA)  # her second
+        await peer.wait_for(forum, lambda r: len(r) == 2)
+        await peer.say("/ayuda", forum, chat_type="supergroup", user_id=ANA, topic=12)  # another topic: no new share
+        replies = await peer.wait_for(forum, lambda r: len(r) == 3)
+        assert replies[2].startswith("Despacio")
+
+        answers = [await peer.inline("Sancho", user_id=ANA, chat_type=kind) for kind in ("private", "group", "supergroup")]
+        assert [len(a["results"]) for a in answers] == [3, 3, 0]  # one person, one inline limit, wherever
