@@ -10,6 +10,9 @@ Every generated reply carries the buttons of bot.chat.buttons (an inline keyboar
 A press is answered at once (answerCallbackQuery, so the button stops spinning) and runs as the
 command it stands for; its reply answers the message pressed. `/continuar` sent as a reply to one
 of the bot's texts continues that text: its buttons name it.
+
+In a group, each command carries its member (bot.chat.members): limited across every topic of the
+group, whose topics share its quota, and an admin if Telegram lists them as one (bot/telegram/admins.py).
 """
 
 from __future__ import annotations
