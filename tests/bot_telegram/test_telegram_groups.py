@@ -89,6 +89,17 @@ async def test_a_promotion_and_a_demotion_count_from_their_update(bot, peer):
         value="1,5", tmin="0,1", tmax="2")
 
 
+async def test_a_new_admin_counts_at_once_where_no_update_says_so(bot, peer):
+    """The bot is no admin here, so Telegram sends it no chat_member update: the kept list is out of
+    date, and a user missing from it is asked about (getChatMember)."""
+    assert "administradores" in await in_group(peer, "/temperatura 1,5", ANA)
+    await peer.set_member(GROUP, ANA, "administrator")
+    await settled()
+    assert await in_group(peer, "/temperatura 1,5", ANA) == SET
+    assert len(await peer.calls("getChatAdministrators", GROUP)) == 1  # no update dropped the list
+    assert [c["params"]["user_id"] for c in await peer.calls("getChatMember", GROUP)] == [str(ANA)]
+
+
 async def test_ajustes_lets_everyone_change_them_until_olvidar(bot, peer):
     await peer.set_member(GROUP, REY, "administrator")
     assert "administradores" in await in_group(peer, "/ajustes todos", ANA)
