@@ -648,3 +648,30 @@ async def test_one_person_has_one_limit_wherever_the_bot_is_not_a_member(env, us
     channels = [server.create_text_channel(name) for name in ("uno", "dos", "tres")]
     answers = [(await rey.slash(c, "ayuda")).response.content for c in channels]
     assert [a[:8] for a in answers] == ["Soy Cerv", "Soy Cerv", "Despacio"]
+
+
+async def test_a_group_dm_shares_the_persons_one_limit_and_has_no_admins(env, user_installed, monkeypatch):
+    """A private channel (a group DM, or a DM between users) where the app was used by its user:
+    simcord has no group DMs, so the user's DM with the bot stands in for one (context 2)."""
+    from simcord import interactions
+
+    server, rey = user_installed
+    env.bot.adapter.commands.quota.users.per_minute = 3
+    made = interactions.base_payload  # already the user-installed one
+
+    def in_a_private_channel(backend, **fields):
+        record, payload = made(backend, **fields)
+        if fields["guild_id"] is None:
+            payload["context"] = 2
+        return record, payload
+
+    monkeypatch.setattr(interactions, "base_payload", in_a_private_channel)
+    friend = env.create_user("amigo")
+    # no admins in a group DM: whoever is there may change its settings
+    assert (await friend.slash("temperatura", valor="1,5")).response.content == \
+        messages.TEMPERATURE_SET.format(value="1,5")
+    # one person, one limit in every place without the bot: a server of theirs and their group DMs
+    assert (await rey.slash(server.create_text_channel("uno"), "ayuda")).response.content.startswith("Soy")
+    assert (await rey.user.slash("ayuda")).response.content.startswith("Soy")
+    assert (await rey.user.slash("ayuda")).response.content.startswith("Soy")
+    assert (await rey.user.slash("ayuda")).response.content.startswith("Despacio")
