@@ -85,6 +85,7 @@ class ChatSection:
     max_seed_chars: int = 500  # a longer seed keeps its last characters
     rate_limit_per_minute: int = 12  # commands per chat per minute, of any kind; 0 means no limit
     user_rate_limit_per_minute: int = 6  # commands per member per minute in a group; 0 means no limit
+    group_settings: str = "admins"  # who changes settings and uses /olvidar in groups and servers: "admins" or "everyone"
 
 
 @dataclass(frozen=True)

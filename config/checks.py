@@ -134,6 +134,7 @@ RULES: dict[str, Rule] = {
     "chat.max_seed_chars": whole(1),
     "chat.rate_limit_per_minute": whole(0),
     "chat.user_rate_limit_per_minute": whole(0),
+    "chat.group_settings": one_of("admins", "everyone"),
     "telegram.mode": one_of("polling", "webhook"),
     "telegram.base_url": http_url(),
     "telegram.webhook_url": http_url(empty_ok=True),

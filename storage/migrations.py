@@ -170,6 +170,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         CREATE INDEX replies_by_chat ON replies (platform, chat_id, id);
         """),
+    # 6: who may change a group's settings, as its admins chose with /ajustes: 'admins' or
+    # 'everyone'; NULL means "use [chat] group_settings".
+    same("ALTER TABLE chat_settings ADD COLUMN group_settings TEXT;"),
 )
 
 _TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%' ORDER BY name"

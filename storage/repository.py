@@ -40,6 +40,7 @@ TAIL_CHARS = 500  # characters of the text so far kept to re-prime when the mode
 BUSY_TIMEOUT_MS = 5000  # how long a write waits for another process's lock before failing
 PRUNE_BATCH = 500  # idle chats deleted a transaction: the write lock is held a few ms at a time
 REPLIES_PER_CHAT = 50  # replies kept per chat for their buttons; older ones are deleted
+GROUP_SETTINGS = (None, "admins", "everyone")  # Settings.group_settings: None is the configured default
 PRUNE_EVERY_S = 3600.0  # how often the background task looks for idle chats
 DAY_S = 86400.0
 _NOT_STARTED = "Storage is not started (await Storage.open(path) or start())"
@@ -60,6 +61,7 @@ class ChatKey(NamedTuple):
 class Settings:
     temperature: float | None = None  # None: the configured default
     length: int | None = None  # characters to generate; None: the configured default
+    group_settings: str | None = None  # who changes them in a group: "admins" or "everyone"; None: the configured default
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: a numpy array has no single truth value
@@ -239,7 +241,7 @@ class Storage:
     # {same}: the engine's null-safe "=".
     _DISCARD = {
         "chat_settings": "DELETE FROM chat_settings WHERE platform = ? AND chat_id = ? "
-                         "AND temperature {same} ? AND length {same} ?",
+                         "AND temperature {same} ? AND length {same} ? AND group_settings {same} ?",
         "continuations": "DELETE FROM continuations WHERE platform = ? AND chat_id = ? AND state {same} ? "
                          "AND units {same} ? AND model_id {same} ? AND last_char {same} ? AND tail {same} ? "
                          "AND updated_at {same} ? AND random_seed {same} ? AND position {same} ?",
@@ -262,7 +264,8 @@ class Storage:
 
     # --- settings -------------------------------------------------------------------------------
 
-    _SELECT_SETTINGS = "SELECT temperature, length FROM chat_settings WHERE platform = ? AND chat_id = ?"
+    _SELECT_SETTINGS = ("SELECT temperature, length, group_settings FROM chat_settings "
+                        "WHERE platform = ? AND chat_id = ?")
 
     async def get_settings(self, key: ChatKey | tuple[str, str | int]) -> Settings:
         """The chat's settings; default Settings() for a chat never seen or a row that cannot be read.
@@ -273,13 +276,15 @@ class Storage:
         rows = await self._read("read the settings", self._SELECT_SETTINGS, key)
         if not rows:
             return Settings()
-        temperature, length = rows[0]
+        temperature, length, group_settings = rows[0]
         if temperature is not None and not (_is_finite_number(temperature) and temperature >= 0):
             why = f"temperature {temperature!r:.20} is not a finite number >= 0"
         elif length is not None and not (isinstance(length, int) and length > 0):
             why = f"length {length!r:.20} is not a positive integer"
+        elif group_settings not in GROUP_SETTINGS:
+            why = f"group_settings {group_settings!r:.20} is not one of {GROUP_SETTINGS}"
         else:
-            return Settings(None if temperature is None else float(temperature), length)
+            return Settings(None if temperature is None else float(temperature), length, group_settings)
         self._discard("chat_settings", key, rows[0], why)
         return Settings()
 
@@ -310,6 +315,20 @@ class Storage:
         key = _key(key)
         async with self._writing("save the length") as db:
             await db.execute(self._UPSERT_LENGTH, (*key, None if value is None else int(value)))
+            await self._touch(db, key)
+
+    _UPSERT_GROUP_SETTINGS = """
+        INSERT INTO chat_settings (platform, chat_id, group_settings) VALUES (?, ?, ?)
+        ON CONFLICT (platform, chat_id) DO UPDATE SET group_settings = excluded.group_settings
+    """
+
+    async def set_group_settings(self, key: ChatKey | tuple[str, str | int], value: str | None) -> None:
+        """Who may change the chat's settings: "admins" or "everyone"; None goes back to the configured default."""
+        if value not in GROUP_SETTINGS:
+            raise ValueError(f"group_settings must be one of {GROUP_SETTINGS}, got {value!r}")
+        key = _key(key)
+        async with self._writing("save who changes the settings") as db:
+            await db.execute(self._UPSERT_GROUP_SETTINGS, (*key, value))
             await self._touch(db, key)
 
     # --- continuations --------------------------------------------------------------------------

@@ -85,6 +85,7 @@ def test_every_key_has_a_rule():
     ("[chat]\ntemperature = 3.0\n", "chat.temperature = 3.0 is above chat.max_temperature = 2.0"),
     ("[chat]\nmax_seed_chars = 0\n", "chat.max_seed_chars = 0 must be at least 1"),
     ("[chat]\nrate_limit_per_minute = -1\n", "chat.rate_limit_per_minute = -1 must be at least 0"),
+    ('[chat]\ngroup_settings = "todos"\n', "chat.group_settings = 'todos' must be one of \"admins\", \"everyone\""),
     ("[generation]\nmax_batch = 0\n", "generation.max_batch = 0 must be at least 1"),
     ("[generation]\nrequest_timeout_s = 0\n", "generation.request_timeout_s = 0.0 must be more than 0"),
     ("[generation]\ntop_k = -1\n", "generation.top_k = -1 must be at least 0"),

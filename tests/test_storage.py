@@ -106,6 +106,18 @@ async def test_settings_default_then_round_trip(storage):
     assert await storage.get_settings(TG) == Settings(None, 300)
 
 
+async def test_who_changes_a_groups_settings_is_kept_per_chat_and_forgotten(storage):
+    await storage.set_length(TG, 300)
+    await storage.set_group_settings(TG, "everyone")
+    assert await storage.get_settings(TG) == Settings(None, 300, "everyone")
+    assert await storage.get_settings(DC) == Settings()  # another chat: the configured default
+    await storage.set_group_settings(TG, "admins")
+    assert (await storage.get_settings(TG)).group_settings == "admins"
+    with pytest.raises(ValueError):
+        await storage.set_group_settings(TG, "todos")
+    assert await storage.forget(TG)
+    assert await storage.get_settings(TG) == Settings()
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.5, "1.0"])
 async def test_set_temperature_rejects_nonsense(storage, bad):
     with pytest.raises(ValueError):
@@ -442,7 +454,8 @@ async def test_corrupt_continuation_is_logged_deleted_and_reads_as_none(place, c
 
 
 @pytest.mark.parametrize("column, value", [("temperature", "hot"), ("temperature", float("inf")),
-                                           ("length", 2.5), ("length", -1)])
+                                           ("length", 2.5), ("length", -1),
+                                           ("group_settings", "todos")])
 async def test_corrupt_settings_read_as_defaults_and_are_deleted(place, caplog, column, value):
     typed_by_sqlite_only(place, value if value != 2.5 else "2.5")  # PostgreSQL rounds 2.5 into BIGINT
     async with await Storage.open(place.target) as storage:

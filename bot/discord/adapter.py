@@ -6,6 +6,16 @@ prefix command answers with messages of its own. A generated reply's last messag
 of bot.chat.buttons with its final text (bot.discord.buttons); a press answers with messages that reply to
 the pressed one. Every send and edit allows no mentions, so a seed with @everyone or <@id> pings
 nobody. Settings are per channel: ChatKey("discord", channel id).
+
+In a server, changing settings is for those who manage it (bot.chat.members): the settings' slash
+commands carry default_permissions Manage Server (server owners can change that under Integrations),
+and every settings command, slash or prefix, checks Manage Server, or Manage Channels in that
+channel, when it runs. A member is limited across every channel and thread of the server.
+
+The application can be installed by users as well as by servers (allowed_installs, allowed_contexts):
+/cervantes, /continuar and the buttons then work in any DM, group DM or server where the user is,
+answered through the interaction, even where the bot is not a member; settings there need the bot
+added to the server. Every such place shares one member limit per person.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Literal
 
 import aiohttp
 import discord
@@ -21,6 +32,7 @@ from discord import app_commands
 from bot.chat import buttons, messages
 from bot.discord import buttons as discord_buttons
 from bot.chat.commands import ChatKey, Commands, Written
+from bot.chat.members import Member
 from bot.chat.parsing import COMMANDS, Command, format_number, parse
 from bot.chat.replies import EditPacer
 from bot.chat.replies import split as split_chars
@@ -33,6 +45,8 @@ TOKEN_LIFETIME_S = 14 * 60  # an interaction's token works for 15 minutes; past 
 NO_MENTIONS = discord.AllowedMentions.none()
 # Discord said no, or could not be reached (429s are waited out by discord.py itself)
 DISCORD_ERRORS = (discord.DiscordException, aiohttp.ClientError, asyncio.TimeoutError, OSError)
+SETTINGS = ("temperatura", "longitud", "olvidar", "ajustes")  # slash commands shown to server managers
+USER_INSTALLED = ("discord", "user-installed")  # the member group of every place without the bot
 
 
 def split(text: str, limit: int = MAX_CHARS) -> list[str]:
@@ -235,19 +249,22 @@ class DiscordAdapter:
             log.warning("could not defer /%s: %r", name, exc)
             return
         out = InteractionOutput(interaction, self.pace)
-        user = str(interaction.user.id) if interaction.guild_id else None
-        await self._run(interaction.channel_id, Command(name, (argument or "").strip()), out, user)
+        await self._run(interaction.channel_id, Command(name, (argument or "").strip()), out,
+                        self._member_of(interaction))
 
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot or self._closing:  # other bots, webhooks and this bot itself
             return
         command = self.prefix_command(message.content)
         if command is not None:
-            user = str(message.author.id) if message.guild else None
+            member = None
+            if message.guild is not None and isinstance(message.author, discord.Member):
+                member = _member(message.author.id, message.guild.id,
+                                 lambda: message.channel.permissions_for(message.author))
             answered = self._answered(message) if command.name in buttons.LABELS else None
             if answered is not None and not command.argument:  # !continuar as a reply to one of our texts
                 command = Command(command.name, answered)
-            await self._run(message.channel.id, command, MessageOutput(message, self.pace), user)
+            await self._run(message.channel.id, command, MessageOutput(message, self.pace), member)
 
     def _answered(self, message: discord.Message) -> str | None:
         """The reply id named by the buttons of the message of ours that `message` answers, if any."""
@@ -271,13 +288,33 @@ class DiscordAdapter:
             except DISCORD_ERRORS as exc:
                 log.warning("could not answer a double tap: %r", exc)
             return
-        try:
-            await interaction.response.defer()  # within 3 s; an interaction's own messages cannot reply
+        reachable = self._present(interaction) or interaction.context.dm_channel
+        try:  # within 3 s; where the bot cannot post, the interaction answers: "thinking", then the text
+            await interaction.response.defer(thinking=not reachable)
         except DISCORD_ERRORS as exc:
             log.warning("could not defer a press on %s: %r", data, exc)
             return
-        user = str(interaction.user.id) if interaction.guild_id else None
-        await self._run(interaction.channel_id, command, MessageOutput(interaction.message, self.pace), user)
+        # an interaction's own messages cannot reply: where it can, the bot answers the pressed one
+        out = MessageOutput(interaction.message, self.pace) if reachable else InteractionOutput(interaction, self.pace)
+        await self._run(interaction.channel_id, command, out, self._member_of(interaction))
+
+    def _present(self, interaction: discord.Interaction) -> bool:
+        """Whether the bot is a member of the server the interaction comes from."""
+        guild_id = interaction.guild_id
+        return guild_id is not None and (self.client.get_guild(guild_id) is not None
+                                         or interaction.is_guild_integration())
+
+    def _member_of(self, interaction: discord.Interaction) -> Member | None:
+        """Who used a slash command or a button: None in the bot's DM; in a server with the bot,
+        its member; anywhere else (a user install), one member limit per person across all such places."""
+        user = interaction.user.id
+        if self._present(interaction):
+            return _member(user, interaction.guild_id, lambda: interaction.permissions)
+        if interaction.guild_id is not None:  # a server without the bot: its settings are not ours to change
+            return Member(str(user), USER_INSTALLED, _nobody, installed=False)
+        if interaction.context.private_channel:  # a group DM, or a DM between users: no admins there
+            return Member(str(user), USER_INSTALLED, _everybody)
+        return None
 
     def prefix_command(self, text: str) -> Command | None:
         """"!cervantes Sancho dijo" -> Command("cervantes", "Sancho dijo"); None for anything else,
@@ -288,18 +325,35 @@ class DiscordAdapter:
         command = parse("/" + text[len(prefix):])
         return command if command is not None and command.name in COMMANDS else None
 
-    async def _run(self, channel_id: int, command: Command, out: _Reply, user: str | None) -> None:
-        """`user`: who wrote, in a server's channel (limited apart from the channel's other members)."""
+    async def _run(self, channel_id: int, command: Command, out: _Reply, member: Member | None) -> None:
+        """`member`: who wrote, in a server's channel or thread (None in a DM with the bot)."""
         task = asyncio.current_task()
         self._running.add(task)
         try:
-            await self.commands.run(ChatKey("discord", str(channel_id)), command, out, user=user)
+            await self.commands.run(ChatKey("discord", str(channel_id)), command, out, member)
         finally:
             self._running.discard(task)
 
 
+def _member(user_id: int, guild_id: int, permissions) -> Member:
+    """A member of a server with the bot; `permissions()`: theirs in the channel, overwrites included."""
+    async def is_admin() -> bool:
+        granted = permissions()
+        return granted.administrator or granted.manage_guild or granted.manage_channels
+
+    return Member(str(user_id), ("discord", guild_id), is_admin)
+
+
+async def _nobody() -> bool:
+    return False
+
+
+async def _everybody() -> bool:
+    return True
+
+
 def _slash_commands(adapter: DiscordAdapter, commands: Commands) -> list[app_commands.Command]:
-    """The six slash commands; each description is the docstring of its method in Commands."""
+    """The seven slash commands; each description is the docstring of its method in Commands."""
     c = commands.chat
     tmin, tmax = format_number(c.min_temperature), format_number(c.max_temperature)
 
@@ -326,8 +380,19 @@ def _slash_commands(adapter: DiscordAdapter, commands: Commands) -> list[app_com
     async def olvidar(interaction: discord.Interaction) -> None:
         await adapter.on_slash(interaction, "olvidar", "")
 
+    @app_commands.command(description=Commands.ajustes.__doc__)
+    @app_commands.describe(quien="todos: cualquiera cambia los ajustes; admins: solo quienes gestionan el servidor")
+    async def ajustes(interaction: discord.Interaction, quien: Literal["todos", "admins"] | None = None) -> None:
+        await adapter.on_slash(interaction, "ajustes", quien)
+
     @app_commands.command(description=Commands.ayuda.__doc__)
     async def ayuda(interaction: discord.Interaction) -> None:
         await adapter.on_slash(interaction, "ayuda", "")
 
-    return [cervantes, continuar, temperatura, longitud, olvidar, ayuda]
+    every = [cervantes, continuar, temperatura, longitud, olvidar, ajustes, ayuda]
+    for command in every:  # installable by servers and by users; usable in servers, the bot's DM, group DMs
+        command.allowed_installs = app_commands.AppInstallationType(guild=True, user=True)
+        command.allowed_contexts = app_commands.AppCommandContext(guild=True, dm_channel=True, private_channel=True)
+        if command.name in SETTINGS:  # shown to those who manage the server; owners can change it
+            command.default_permissions = discord.Permissions(manage_guild=True)
+    return every

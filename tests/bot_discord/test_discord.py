@@ -21,7 +21,8 @@ from bot.process.runtime import open_runtime
 from config import Config
 
 LENGTH = 60  # characters a reply adds to its seed
-SLASH = ("cervantes", "continuar", "temperatura", "longitud", "olvidar", "ayuda")
+SLASH = ("cervantes", "continuar", "temperatura", "longitud", "olvidar", "ajustes", "ayuda")
+SETTINGS = ("temperatura", "longitud", "olvidar", "ajustes")  # for those who manage the server
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +108,15 @@ def channel(guild):
 
 @pytest.fixture
 def alice(env, guild):
-    return guild.add_member(env.create_user("alice"))
+    """A member who manages the server: settings are hers to change."""
+    managers = guild.create_role("gestores", permissions=discord.Permissions(manage_guild=True))
+    return guild.add_member(env.create_user("alice"), roles=[managers])
+
+
+@pytest.fixture
+def bob(env, guild):
+    """A member, no more."""
+    return guild.add_member(env.create_user("bob"))
 
 
 def edits_of(env) -> list[str]:
@@ -536,3 +545,133 @@ async def test_one_member_cannot_use_up_a_channel_quota(env, guild, channel, ali
     await bob.send(channel, "!ayuda")
     contents = [m.content for m in bot_messages(env, channel)]
     assert [c[:8] for c in contents] == ["Soy Cerv", "Soy Cerv", "Despacio", "Soy Cerv"]
+
+
+# --- servers run by those who manage them -----------------------------------------------------------
+
+def last_said(env, channel) -> str:
+    return bot_messages(env, channel)[-1].content
+
+
+async def test_settings_are_for_those_who_manage_the_server_or_the_channel(env, guild, channel, alice, bob):
+    (synced,) = [r.json for r in env.http_requests if r.method == "PUT" and r.path.endswith("/commands")]
+    manage_server = discord.Permissions(manage_guild=True).value
+    shown_to = {c["name"]: c.get("default_member_permissions") for c in synced}
+    assert {name: None if p is None else int(p) for name, p in shown_to.items()} == {
+        name: manage_server if name in SETTINGS else None for name in SLASH}
+    # installable by servers (0) and users (1); usable in servers (0), the bot's DM (1), group DMs (2)
+    assert all(sorted(c["integration_types"]) == [0, 1] and sorted(c["contexts"]) == [0, 1, 2] for c in synced)
+    assert set(bob.available_commands(channel)) == set(SLASH) - set(SETTINGS)  # the picker hides them
+    assert set(alice.available_commands(channel)) == set(SLASH)
+
+    for text in ("!temperatura 1,5", "!olvidar", "!ajustes todos"):
+        await bob.send(channel, text)
+        assert "administradores" in last_said(env, channel), text
+    await bob.send(channel, "!temperatura")
+    assert last_said(env, channel) == messages.TEMPERATURE_IS.format(value="0,7", tmin="0,1", tmax="2")
+    await alice.send(channel, "!temperatura 1,5")
+    assert last_said(env, channel) == messages.TEMPERATURE_SET.format(value="1,5")
+
+    # Manage Channels in one channel: that channel's settings, no other's
+    carol = guild.add_member(env.create_user("carol"))
+    hers = guild.create_text_channel("de-carol", overwrites={carol: discord.PermissionOverwrite(manage_channels=True)})
+    await carol.send(hers, f"!longitud {LENGTH}")
+    assert last_said(env, hers) == messages.LENGTH_SET.format(value=LENGTH)
+    await carol.send(channel, f"!longitud {LENGTH}")
+    assert "administradores" in last_said(env, channel)
+
+    # an owner who shows /temperatura to bob under Integrations: the check when it runs still holds
+    (command,) = [c for c in await env.bot.tree.fetch_commands() if c.name == "temperatura"]
+    guild.set_command_permissions(command, {bob: True})
+    assert "administradores" in (await bob.slash(channel, "temperatura", valor="1")).response.content
+    # what lets everyone is /ajustes todos, from those who manage the server
+    assert (await alice.slash(channel, "ajustes", quien="todos")).response.content == messages.EVERYONE_CHANGES
+    await bob.send(channel, "!temperatura 1")
+    assert last_said(env, channel) == messages.TEMPERATURE_SET.format(value="1")
+
+
+async def test_a_member_has_one_limit_across_the_channels_and_threads_of_a_server(env, guild, channel, bob):
+    env.bot.adapter.commands.quota.users.per_minute = 2
+    other = guild.create_text_channel("otro")
+    env.backend.create_thread(channel.id, "hilo", bob.id)  # simcord's backend: a thread bob opened
+    (thread,) = channel.threads
+    for place in (channel, other, thread, thread):
+        await bob.send(place, "!ayuda")
+    assert [len(bot_messages(env, c)) for c in (channel, other, thread)] == [1, 1, 1]
+    assert last_said(env, thread) == messages.RATE_LIMITED.format(seconds=60)  # where he asked, once
+
+
+@pytest.fixture
+def user_installed(env, monkeypatch):
+    """A server where the bot is not a member, used through the app its member installed (a user
+    install). simcord puts the bot in every server and knows no user installs: the bot's client
+    forgets this server (GUILD_DELETE, as when a bot leaves one), and each interaction says that the
+    user installed the app (authorizing_integration_owners {"1": user id}, as Discord's do)."""
+    from simcord import interactions
+
+    server = env.create_guild("Sin el bot")
+    rey = server.add_member(env.create_user("rey"), roles=[
+        server.create_role("gestores", permissions=discord.Permissions(manage_guild=True))])
+    env.backend.emit("GUILD_DELETE", {"id": str(server.id)})
+    made = interactions.base_payload
+
+    def by_the_user(backend, **fields):
+        record, payload = made(backend, **fields)
+        payload["authorizing_integration_owners"] = {"1": str(fields["user_id"])}
+        return record, payload
+
+    monkeypatch.setattr(interactions, "base_payload", by_the_user)
+    return server, rey
+
+
+async def test_a_user_installed_app_writes_where_the_bot_is_not_a_member(env, user_installed):
+    server, rey = user_installed
+    channel = server.create_text_channel("general")
+    assert env.bot.get_guild(server.id) is None
+    written = await rey.slash(channel, "cervantes", semilla="Sancho dijo")
+    assert written.response.content.startswith("Sancho dijo")
+    assert len(written.response.content) == len("Sancho dijo") + LENGTH
+    went_on = await rey.click(written.response, label="Continuar")  # the button works there too
+    assert len(went_on.response.content) == LENGTH and reply_id(went_on.response) != reply_id(written.response)
+    # its settings are the server's, which has not added the bot: even its manager is told so
+    refused = await rey.slash(channel, "temperatura", valor="1,5")
+    assert refused.response.content == messages.NOT_INSTALLED
+    assert (await rey.slash(channel, "temperatura")).response.content == messages.TEMPERATURE_IS.format(
+        value="0,7", tmin="0,1", tmax="2")
+    # everything went through the interactions: the bot never posted in a channel it is not in
+    assert not [r for r in env.http_requests if r.method == "POST" and r.path == f"/channels/{channel.id}/messages"]
+
+
+async def test_one_person_has_one_limit_wherever_the_bot_is_not_a_member(env, user_installed):
+    server, rey = user_installed
+    env.bot.adapter.commands.quota.users.per_minute = 2
+    channels = [server.create_text_channel(name) for name in ("uno", "dos", "tres")]
+    answers = [(await rey.slash(c, "ayuda")).response.content for c in channels]
+    assert [a[:8] for a in answers] == ["Soy Cerv", "Soy Cerv", "Despacio"]
+
+
+async def test_a_group_dm_shares_the_persons_one_limit_and_has_no_admins(env, user_installed, monkeypatch):
+    """A private channel (a group DM, or a DM between users) where the app was used by its user:
+    simcord has no group DMs, so the user's DM with the bot stands in for one (context 2)."""
+    from simcord import interactions
+
+    server, rey = user_installed
+    env.bot.adapter.commands.quota.users.per_minute = 3
+    made = interactions.base_payload  # already the user-installed one
+
+    def in_a_private_channel(backend, **fields):
+        record, payload = made(backend, **fields)
+        if fields["guild_id"] is None:
+            payload["context"] = 2
+        return record, payload
+
+    monkeypatch.setattr(interactions, "base_payload", in_a_private_channel)
+    friend = env.create_user("amigo")
+    # no admins in a group DM: whoever is there may change its settings
+    assert (await friend.slash("temperatura", valor="1,5")).response.content == \
+        messages.TEMPERATURE_SET.format(value="1,5")
+    # one person, one limit in every place without the bot: a server of theirs and their group DMs
+    assert (await rey.slash(server.create_text_channel("uno"), "ayuda")).response.content.startswith("Soy")
+    assert (await rey.user.slash("ayuda")).response.content.startswith("Soy")
+    assert (await rey.user.slash("ayuda")).response.content.startswith("Soy")
+    assert (await rey.user.slash("ayuda")).response.content.startswith("Despacio")

@@ -20,6 +20,7 @@ from config import ChatSection, Config, GenerationSection, ModelSection, Storage
 
 LENGTH = 60  # characters each /cervantes writes in the tests
 BOT_ID = 6660001  # the bot's user id in the emulator (launch.js)
+GROUP_ANONYMOUS_BOT = 1087968824  # Telegram's sender of an anonymous admin's messages
 
 
 def bot_config(emulator: str, model_dir, tmp_path, chat: ChatSection, **telegram) -> Config:
@@ -57,6 +58,27 @@ class Peer:
                    "from": {"id": BOT_ID, "is_bot": True, "first_name": "Cervantes"},
                    **({"reply_markup": markup} if message["buttons"] else {})}
         await self._message(chat_id, chat_type, user_id, text=text, reply_to_message=replied)
+
+    async def say_anonymously(self, text: str, chat_id: int, chat_type: str = "supergroup") -> None:
+        """An anonymous admin writes: Telegram shows the group as the sender (sender_chat) and gives
+        GroupAnonymousBot as `from`."""
+        group = {"id": chat_id, "type": chat_type, "title": "Tertulia"}
+        message = {"botToken": self.token, "date": int(time.time()), "chat": group, "sender_chat": group,
+                   "from": {"id": GROUP_ANONYMOUS_BOT, "is_bot": True, "first_name": "Group",
+                            "username": "GroupAnonymousBot"}, "text": text}
+        (await self.http.post("/sendMessage", json=message)).raise_for_status()
+
+    async def set_member(self, chat_id: int, user_id: int, status: str, chat_type: str = "supergroup") -> None:
+        """Someone's status in a group changes (creator, administrator, member, left, kicked): a
+        chat_member update, if the bot is an admin there (my_chat_member, for the bot itself)."""
+        answer = await self.http.post("/setMember", json={"token": self.token, "chat_id": chat_id, "user_id": user_id,
+                                                          "status": status, "chat_type": chat_type})
+        answer.raise_for_status()
+
+    async def menu(self, scope: str = "default") -> list[str]:
+        """The commands the bot's menu shows in a scope (default, all_group_chats, all_chat_administrators)."""
+        answer = await self.http.post(f"/bot{self.token}/getMyCommands", json={"scope": {"type": scope}})
+        return [c["command"] for c in answer.json()["result"]]
 
     async def upgrade(self, group: int, supergroup: int, user_id: int = 501) -> None:
         """The group becomes a supergroup: Telegram's service message in each of the two chats."""
