@@ -104,6 +104,11 @@ class Window:
             return math.inf
         return self.times[self.in_flight + len(self.times) - self.limit] + self.period
 
+    def next_free(self, now: float) -> float:
+        """When the next counted request stops counting (infinity while none is counted yet)."""
+        self._prune(now)
+        return self.times[0] + self.period if self.times else math.inf
+
     def take(self) -> None:
         self.in_flight += 1
 
@@ -326,10 +331,11 @@ class Outbox:
             may_stream = not chat.group and now - reply.started >= self.stream_after_s
             request = reply.next_request(may_stream)
             if request is None:
-                if not reply.complete and not chat.group:
-                    soon = min(soon, reply.started + self.stream_after_s)
+                if not reply.complete and not chat.group and now < reply.started + self.stream_after_s:
+                    soon = min(soon, reply.started + self.stream_after_s)  # then it may stream
                 request = self._typing(chat, reply, now)
-                if request is None:
+                if request is None:  # else nothing changes before its text grows (a wake) or typing is due
+                    soon = min(soon, self._typing_due(chat, reply, now))
                     continue
             if request.priority == EDIT and now < chat.last_edit + self.edit_interval_s:
                 soon = min(soon, chat.last_edit + self.edit_interval_s)
@@ -370,6 +376,15 @@ class Outbox:
         if chat.group_window and chat.group_window.room(now) <= SPARE:
             return None
         return _Request(TYPING, "typing", 0, "")
+
+    def _typing_due(self, chat: _Chat, reply: Reply, now: float) -> float:
+        """When "typing" may be wanted for this reply next (infinity: never, unless its text changes)."""
+        if reply.complete or reply.posted:
+            return math.inf
+        due = max(reply.started + TYPING_AFTER_S, chat.typing_at + TYPING_EVERY_S)
+        if due <= now and chat.group_window:  # held back for want of spare room in the group's minute
+            due = chat.group_window.next_free(now)
+        return due if due > now else math.inf
 
     def _send_now(self, chat: _Chat, reply: Reply, request: _Request, now: float) -> None:
         chat.busy = True
