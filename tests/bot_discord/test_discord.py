@@ -536,3 +536,34 @@ async def test_one_member_cannot_use_up_a_channel_quota(env, guild, channel, ali
     await bob.send(channel, "!ayuda")
     contents = [m.content for m in bot_messages(env, channel)]
     assert [c[:8] for c in contents] == ["Soy Cerv", "Soy Cerv", "Despacio", "Soy Cerv"]
+
+
+async def test_a_reply_whose_end_past_2000_is_only_whitespace_ends_with_its_buttons(env, channel, alice):
+    """Character 2000 and all after it blank: no empty last message (Discord refuses those); the
+    reply's last real message carries its buttons, and the channel's next command is answered."""
+    from bot.chat.commands import Written
+    from bot.discord.adapter import MessageOutput
+
+    words = ("En un lugar de la Mancha, de cuyo nombre no quiero acordarme " * 40)[:1999]
+    assert not words[-1].isspace()
+    text = words + " \n "  # character 2000 is the space
+    written = Written()
+
+    async def pieces():
+        for start in range(0, len(text), 700):
+            yield text[start:start + 700]
+        written.reply_id = 7
+
+    written.pieces = pieces()
+    command = await alice.send(channel, "una frase de alice")
+    await MessageOutput(command, env.bot.adapter.pace).stream(written)
+    await env.settle()
+    (reply,) = bot_messages(env, channel)
+    assert reply.content == words + " " and reply_id(reply) == 7
+    await alice.send(channel, "!ayuda")
+    assert bot_messages(env, channel)[-1].content.startswith("Soy Cervantes")
+
+
+def test_split_never_makes_a_blank_part():
+    assert split("a" * 2000 + " \n ") == ["a" * 2000]
+    assert split("a" * 1999 + " " * 10 + "b") == ["a" * 1999 + " ", " " * 9 + "b"]
