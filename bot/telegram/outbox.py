@@ -399,12 +399,16 @@ class Outbox:
         task.add_done_callback(self._sending.discard)
 
     async def _send(self, chat: _Chat, reply: Reply, request: _Request) -> None:
+        began = self.clock()
         try:
             await self._request(chat, reply, request)
         except Exception:  # never leave the chat busy
             log.exception("telegram outbox: %s failed for chat %s", request.action, reply.chat.tag)
         finally:
             now = self.clock()
+            # at DEBUG, what an admin needs of each request (the libraries' own lines hold ids and text)
+            log.debug("%s for chat %s: part %d, %d characters, %.0f ms", request.action, reply.chat.tag,
+                      request.part, len(request.text), (now - began) * 1000)
             for window in [self._bot_window, *chat.windows()]:
                 window.answered(now)
             chat.busy = False
