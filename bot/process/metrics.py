@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 # Label values only from fixed sets, never from what users type: each new value is a series kept forever
 COMMAND_LABELS = frozenset((*COMMANDS, *buttons.LABELS, "inline"))
-OUTCOME_LABELS = frozenset(("ok", "busy", "timeout", "error", "limited", "limited_silent", "superseded"))
+OUTCOME_LABELS = frozenset(("ok", "busy", "timeout", "error", "limited", "limited_silent", "superseded", "stopping"))
 DELIVERY_LABELS = frozenset(("delivered", "partial", "undelivered", "unconfirmed", "stopping", "unknown"))
 SCOPE_LABELS = frozenset(("bot", "chat", "group"))
 
@@ -35,7 +35,8 @@ class _Metrics:
         from prometheus_client import Counter, Gauge, Histogram
 
         self.requests = Counter("cervantes_requests", "Requests by command and outcome (ok, busy, "
-                                "timeout, error, limited, limited_silent; inline: superseded)",
+                                "timeout, error, limited, limited_silent, stopping; inline: superseded; "
+                                "anything else: other)",
                                 ["command", "outcome"], registry=registry)
         self.latency = Histogram("cervantes_request_latency_seconds", "From a request to its reply's "
                                  "last character", buckets=LATENCY_BUCKETS_S, registry=registry)
@@ -44,7 +45,7 @@ class _Metrics:
         self.characters = Counter("cervantes_characters_generated", "Characters generated",
                                   registry=registry)
         self.deliveries = Counter("cervantes_deliveries", "Generated replies by how their delivery "
-                                  "went (delivered, partial, undelivered, unconfirmed)", ["outcome"],
+                                  "went (delivered, partial, undelivered, unconfirmed, stopping)", ["outcome"],
                                   registry=registry)
         self.first_visible = Histogram("cervantes_first_visible_seconds", "From a command to the first "
                                        "text of its reply in the chat", buckets=LATENCY_BUCKETS_S,

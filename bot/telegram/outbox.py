@@ -177,6 +177,7 @@ class Reply:
         self.throttled = 0  # 429s met on the way
         self.failures = 0  # network trouble in a row, for the backoff
         self.damaged = False  # a message of it could not be edited to its final text
+        self.cut = False  # its writing was cut short by a stop
         self.on_migrate: Migrated | None = None
         self.thread_id: int | None = None  # the forum topic it answers in
         self.reply_to: int | None = None  # the message its first message answers (a button's)
@@ -527,7 +528,9 @@ class Outbox:
         if reply.done.done():
             return
         now = self.clock()
-        if why == "delivered":
+        if why == "stopping" or reply.cut:  # the bot stopped before it was written or delivered
+            outcome = "stopping"
+        elif why == "delivered":
             outcome = "partial" if reply.damaged else "delivered"
         elif why == "unconfirmed":
             outcome = "unconfirmed"
