@@ -13,6 +13,12 @@ import typing
 
 Rule = typing.Callable[[typing.Any], "str | None"]
 
+# Upper bounds, each what the value's use can hold:
+MAX_REPLY_CHARS = 10_000  # a reply: 3 Telegram messages, 5 Discord ones, written well within request_timeout_s
+MAX_SEED_CHARS = 4096  # no message brings a longer seed (Telegram's 4096); every prime call is this wide
+MAX_PER_MINUTE = 1000  # a rate limit: far above what Telegram or Discord deliver to one chat (about 60 a minute)
+MAX_SNOWFLAKE = 2**64 - 1  # a Discord id is 64 bits
+
 
 def anything(value) -> str | None:
     return None
@@ -126,14 +132,14 @@ RULES: dict[str, Rule] = {
     "generation.request_timeout_s": number(above=0),
     "generation.top_k": whole(0),
     "chat.temperature": number(0),
-    "chat.length": whole(1),
+    "chat.length": whole(1, MAX_REPLY_CHARS),
     "chat.min_temperature": number(0),
     "chat.max_temperature": number(0),
-    "chat.min_length": whole(1),
-    "chat.max_length": whole(1),
-    "chat.max_seed_chars": whole(1),
-    "chat.rate_limit_per_minute": whole(0),
-    "chat.user_rate_limit_per_minute": whole(0),
+    "chat.min_length": whole(1, MAX_REPLY_CHARS),
+    "chat.max_length": whole(1, MAX_REPLY_CHARS),
+    "chat.max_seed_chars": whole(1, MAX_SEED_CHARS),
+    "chat.rate_limit_per_minute": whole(0, MAX_PER_MINUTE),
+    "chat.user_rate_limit_per_minute": whole(0, MAX_PER_MINUTE),
     "chat.group_settings": one_of("admins", "everyone"),
     "telegram.mode": one_of("polling", "webhook"),
     "telegram.base_url": http_url(),
@@ -144,10 +150,10 @@ RULES: dict[str, Rule] = {
     "telegram.stream_after_s": number(0),
     "telegram.max_delivery_s": number(above=0),
     "telegram.inline_length": whole(1, 3840),  # with a query's 256 characters, within a message's 4096
-    "telegram.inline_rate_limit_per_minute": whole(0),
+    "telegram.inline_rate_limit_per_minute": whole(0, MAX_PER_MINUTE),
     "discord.prefix": single_word,
     "discord.sync_commands": anything,
-    "discord.guilds": each(whole(1)),
+    "discord.guilds": each(whole(1, MAX_SNOWFLAKE)),
     "discord.message_content": anything,
     "discord.edit_interval_s": number(0),
     "logging.level": one_of("DEBUG", "INFO", "WARNING", "ERROR", ignore_case=True),

@@ -202,3 +202,39 @@ async def test_the_largest_storage_values_allowed_work(tmp_path):
         reply = await storage.save_reply(("telegram", 1), Continuation(np.ones(4), "m", "a", "a"), seed="a")
         assert await storage.get_reply(("telegram", 1), reply) is not None
         assert await storage.prune() == 0
+def _integer_keys() -> list[str]:
+    """Every integer setting (or list of them) outside [storage] and [generation]."""
+    keys = []
+    for section in dataclasses.fields(config.Config()):
+        if section.name in ("storage", "generation"):
+            continue
+        values = getattr(config.Config(), section.name)
+        for field in dataclasses.fields(values):
+            value = getattr(values, field.name)
+            if (isinstance(value, int) and not isinstance(value, bool)) or field.name == "guilds":
+                keys.append(f"{section.name}.{field.name}")
+    return keys
+
+
+@pytest.mark.parametrize("key", _integer_keys())
+def test_every_integer_has_an_upper_bound(key):
+    """A value no use can hold (a reply of 10**30 characters, a seed longer than any message, a
+    guild id past 64 bits) is refused at start, naming the key, rather than breaking the bot later."""
+    section, name = key.split(".")
+    variable = f"CERVANTES_{section.upper()}_{name.upper()}"
+    with pytest.raises(config.ConfigError) as err:
+        config.load(None, environ={"CERVANTES_CONFIG": str(ROOT / "config.toml"), variable: str(10**30)})
+    assert f"{key} = " in str(err.value) and "must be at most" in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("key, high", [
+    ("chat.max_length", 10_000), ("chat.max_seed_chars", 4096),
+    ("chat.rate_limit_per_minute", 1000), ("telegram.inline_rate_limit_per_minute", 1000),
+])
+def test_the_upper_bounds_are_accepted_and_one_more_is_not(key, high):
+    section, name = key.split(".")
+    variable = f"CERVANTES_{section.upper()}_{name.upper()}"
+    environ = {"CERVANTES_CONFIG": str(ROOT / "config.toml"), variable: str(high)}
+    assert getattr(getattr(config.load(None, environ=environ), section), name) == high
+    with pytest.raises(config.ConfigError, match=f"{key} = {high + 1} must be at most {high}"):
+        config.load(None, environ={**environ, variable: str(high + 1)})

@@ -31,7 +31,7 @@ from discord import app_commands
 
 from bot.chat import buttons, messages
 from bot.discord import buttons as discord_buttons
-from bot.chat.commands import ChatKey, Commands, Written
+from bot.chat.commands import ChatKey, Commands, Written, record
 from bot.chat.members import Member
 from bot.chat.parsing import COMMANDS, Command, format_number, parse
 from bot.chat.replies import EditPacer
@@ -41,6 +41,8 @@ from config import DiscordSection
 log = logging.getLogger(__name__)
 
 MAX_CHARS = 2000  # Discord's limit for one message's content
+STOP_GRACE_S = 5.0  # at a stop, running commands get this long to finish their replies (serve allows 7 s)
+CLOSE_S = 1.5  # and closing the gateway and the HTTP session this long
 TOKEN_LIFETIME_S = 14 * 60  # an interaction's token works for 15 minutes; past that, channel messages
 NO_MENTIONS = discord.AllowedMentions.none()
 # Discord said no, or could not be reached (429s are waited out by discord.py itself)
@@ -210,12 +212,24 @@ class DiscordAdapter:
         self._connection.add_done_callback(self._connection_ended)
         log.info("connected to Discord as %s", self.client.user)
 
-    async def stop(self, grace_s: float = 10.0) -> None:
-        """Take no new commands, give running ones `grace_s` to finish their replies, then close."""
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Take no new commands, give running ones `grace_s` to finish their replies, then close:
+        within grace_s + CLOSE_S. A command still running then is cut, and counted as `stopping`."""
         self._closing = True
         running = self._running - {asyncio.current_task()}
         if running and grace_s > 0:
             await asyncio.wait(running, timeout=grace_s)
+        for task in running:
+            task.cancel()  # a no-op for the ones that finished
+        if running:
+            await asyncio.wait(running, timeout=CLOSE_S / 3)
+        closing = asyncio.ensure_future(self._close())
+        await asyncio.wait({closing}, timeout=CLOSE_S)
+        if not closing.done():
+            closing.cancel()
+            log.warning("the Discord connection did not close within %.1f s: going on without it", CLOSE_S)
+
+    async def _close(self) -> None:
         await self.client.close()
         if self._connection is not None:
             await asyncio.gather(self._connection, return_exceptions=True)
@@ -329,8 +343,13 @@ class DiscordAdapter:
         """`member`: who wrote, in a server's channel or thread (None in a DM with the bot)."""
         task = asyncio.current_task()
         self._running.add(task)
+        chat = ChatKey("discord", str(channel_id))
         try:
-            await self.commands.run(ChatKey("discord", str(channel_id)), command, out, member)
+            await self.commands.run(chat, command, out, member)
+        except asyncio.CancelledError:
+            if self._closing:  # cut by a stop: counted
+                record({"platform": "discord", "chat": chat.tag, "command": command.name, "outcome": "stopping"})
+            raise
         finally:
             self._running.discard(task)
 

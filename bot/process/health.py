@@ -40,6 +40,13 @@ def check(path: Path, now: float | None = None) -> Verdict:
         return Verdict(False, f"no {path}: cervantes serve is not running, or its adapters are still starting")
     except (OSError, ValueError) as exc:
         return Verdict(False, f"{path} unreadable: {exc}")
+    try:
+        return _judge(report, path, now)
+    except (TypeError, AttributeError, KeyError, ValueError) as exc:  # right keys, wrong types
+        return Verdict(False, f"{path} unreadable: not a cervantes status file ({type(exc).__name__}: {exc})")
+
+
+def _judge(report: dict, path: Path, now: float) -> Verdict:
     age = now - report["updated_at"]
     if age > STALE_AFTER_S:
         return Verdict(False, f"{path.name} last written {age:.0f} s ago: cervantes serve died or is stuck")

@@ -21,9 +21,11 @@ An adapter without `connected` is judged by what its library says, as before it 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -69,10 +71,17 @@ def snapshot(runtime, adapters: list) -> dict:
 
 
 def write(path: Path, status: dict) -> None:
-    """Replace the status file at once (written beside it, then renamed)."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(status))
-    os.replace(partial, path)
+    """Replace the status file at once: written to a new file beside it (a unique name, mode 0600,
+    created exclusively, so a symlink planted there is never followed), then renamed over it."""
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(json.dumps(status))
+        os.replace(partial, path)  # replaces a symlink at `path` itself, never what it points to
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
 
 
 def read(path: Path) -> dict:

@@ -34,7 +34,7 @@ from telegram.ext import (AIORateLimiter, Application, ApplicationBuilder, Callb
 from telegram.request import HTTPXRequest
 
 from bot.chat import buttons, messages
-from bot.chat.commands import ChatKey, Commands, Written
+from bot.chat.commands import ChatKey, Commands, Written, record
 from bot.chat.members import Member
 from bot.chat.parsing import COMMANDS, Command, parse
 from bot.telegram.admins import Admins
@@ -47,7 +47,9 @@ log = logging.getLogger(__name__)
 
 CONNECTED_WITHIN_S = 45.0  # a long poll lasts 10 s: no good answer for this long is not connected
 CONFLICT_LIMIT_S = 60.0  # another instance polling this long (409): this one gives up
-STOP_GRACE_S = 3.0  # at a stop, replies still queued get this long to go out (docker stop allows 10 s)
+STOP_BUDGET_S = 6.5  # a stop takes at most this long: serve gives the adapters 7 s (docker stop allows 10 s)
+STOP_GRACE_S = 3.0  # of which replies still queued get this long to go out
+SHUTDOWN_S = 0.5  # and closing the connections this long
 # What Telegram delivers to the bot: nothing else reaches it, in polling and in webhook mode alike.
 # chat_member (a member promoted or demoted; sent to bots that are admins) and my_chat_member (the
 # bot's own status) drop the chat's list of admins (bot/telegram/admins.py).
@@ -104,6 +106,9 @@ class TelegramOutput:
             async for piece in pieces:  # read to the end even when Telegram fails: the state gets saved
                 text += piece
                 reply.grow(text)
+        except asyncio.CancelledError:  # cut by a stop: whatever shows of it, it is counted as stopping
+            reply.cut = True
+            raise
         finally:
             if not text.strip():  # Telegram refuses a blank message: show that nothing came
                 reply.grow(text + "…")
@@ -183,6 +188,8 @@ class TelegramAdapter:
         self.admins = Admins(self.application.bot)
         self.application.add_handler(ChatMemberHandler(self._on_member, ChatMemberHandler.ANY_CHAT_MEMBER))
         self.double_taps = buttons.DoubleTaps()
+        self._handling: set[asyncio.Task] = set()  # commands being answered
+        self._stopping = False
         self.application.add_handler(InlineMode(commands.service, commands.chat, config).handler())
         self.application.add_error_handler(self._on_error)
 
@@ -238,17 +245,33 @@ class TelegramAdapter:
             raise
         log.info("telegram bot @%s receiving updates by %s", app.bot.username, self.config.mode)
 
-    async def stop(self) -> None:
-        """Stop receiving, let the replies in flight finish and go out, close the connections. Safe to repeat."""
-        app = self.application
-        with contextlib.suppress(TelegramError):  # polling may have ended in an error (a revoked token)
+    async def stop(self, budget_s: float = STOP_BUDGET_S) -> None:
+        """Stop receiving, let the replies in flight finish and go out, close the connections, all
+        within `budget_s`. Safe to repeat. A command still being written when its share is over is
+        cut there; what the outbox cannot deliver in STOP_GRACE_S is counted as `stopping`."""
+        deadline = time.monotonic() + budget_s
+
+        def left(reserve: float = 0.0) -> float:
+            return max(0.0, deadline - reserve - time.monotonic())
+
+        app, self._stopping = self.application, True
+        with contextlib.suppress(TelegramError, asyncio.TimeoutError):  # polling may have ended in an error
             if app.updater is not None and app.updater.running:
-                await app.updater.stop()
-        if app.running:
-            await app.stop()  # waits for the handlers in flight: their replies are in the outbox
-        await self.outbox.close(grace_s=STOP_GRACE_S)
-        with contextlib.suppress(TelegramError):
-            await app.shutdown()
+                await asyncio.wait_for(app.updater.stop(), left(STOP_GRACE_S + SHUTDOWN_S))
+        if app.running:  # app.stop() waits for the handlers in flight: their replies go to the outbox
+            stopping = asyncio.ensure_future(app.stop())
+            await asyncio.wait({stopping}, timeout=left(STOP_GRACE_S + SHUTDOWN_S))
+            for task in self._handling:  # still writing: cut, and counted as stopping (_handle)
+                task.cancel()
+            await asyncio.wait({stopping}, timeout=max(0.1, left(STOP_GRACE_S + SHUTDOWN_S)))
+            stopping.cancel()
+        await self.outbox.close(grace_s=min(STOP_GRACE_S, left(SHUTDOWN_S)))
+        with contextlib.suppress(asyncio.TimeoutError):  # the request lines of what the outbox settled
+            await asyncio.wait_for(self.commands.drain(), max(0.1, left(SHUTDOWN_S)))
+        try:
+            await asyncio.wait_for(app.shutdown(), max(0.1, left()))
+        except (TelegramError, RuntimeError, asyncio.TimeoutError) as exc:  # an updater that would not stop
+            log.warning("telegram adapter did not shut down cleanly: %s", describe(exc))
 
     async def _publish_commands(self) -> None:
         """Private chats: every command but /ajustes; groups: the writing ones; groups' admins: all."""
@@ -282,7 +305,7 @@ class TelegramAdapter:
             command = Command(command.name, pressed)
         out = TelegramOutput(self.outbox, message.chat_id, chat, self.move_chat, thread_id=thread,
                              reply_to=answered.message_id if pressed is not None else None)
-        await self.commands.run(chat, command, out, who)
+        await self._handle(chat, command, out, who)
 
     async def _on_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A button under one of our texts: answered at once, then run as its command."""
@@ -299,7 +322,7 @@ class TelegramAdapter:
         chat, thread = _chat_of(message)
         out = TelegramOutput(self.outbox, message.chat_id, chat, self.move_chat, thread_id=thread,
                              reply_to=message.message_id)
-        await self.commands.run(chat, command, out, self._member(message, query.from_user))
+        await self._handle(chat, command, out, self._member(message, query.from_user))
 
     def _member(self, message: Message, user: User | None, anonymous: bool = False) -> Member | None:
         """Who wrote or pressed in a group (None in a private chat): limited across every topic of
@@ -318,6 +341,19 @@ class TelegramAdapter:
         """Someone's status changed in a chat (a promotion, a demotion, the bot's own): its admins
         are asked again at the next change of settings there."""
         self.admins.forget(update.effective_chat.id)
+
+    async def _handle(self, chat: ChatKey, command: Command, out: TelegramOutput, member: Member | None) -> None:
+        """Run a command; one cut by a stop is logged and counted as `stopping`."""
+        task = asyncio.current_task()
+        self._handling.add(task)
+        try:
+            await self.commands.run(chat, command, out, member)
+        except asyncio.CancelledError:
+            if self._stopping:
+                record({"platform": chat.platform, "chat": chat.tag, "command": command.name, "outcome": "stopping"})
+            raise
+        finally:
+            self._handling.discard(task)
 
     async def _on_migrate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A group became a supergroup; Telegram says so in both chats (the second move finds nothing)."""

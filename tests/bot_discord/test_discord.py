@@ -675,3 +675,64 @@ async def test_a_group_dm_shares_the_persons_one_limit_and_has_no_admins(env, us
     assert (await rey.user.slash("ayuda")).response.content.startswith("Soy")
     assert (await rey.user.slash("ayuda")).response.content.startswith("Soy")
     assert (await rey.user.slash("ayuda")).response.content.startswith("Despacio")
+
+
+async def test_a_reply_whose_end_past_2000_is_only_whitespace_ends_with_its_buttons(env, channel, alice):
+    """Character 2000 and all after it blank: no empty last message (Discord refuses those); the
+    reply's last real message carries its buttons, and the channel's next command is answered."""
+    from bot.chat.commands import Written
+    from bot.discord.adapter import MessageOutput
+
+    words = ("En un lugar de la Mancha, de cuyo nombre no quiero acordarme " * 40)[:1999]
+    assert not words[-1].isspace()
+    text = words + " \n "  # character 2000 is the space
+    written = Written()
+
+    async def pieces():
+        for start in range(0, len(text), 700):
+            yield text[start:start + 700]
+        written.reply_id = 7
+
+    written.pieces = pieces()
+    command = await alice.send(channel, "una frase de alice")
+    await MessageOutput(command, env.bot.adapter.pace).stream(written)
+    await env.settle()
+    (reply,) = bot_messages(env, channel)
+    assert reply.content == words + " " and reply_id(reply) == 7
+    await alice.send(channel, "!ayuda")
+    assert bot_messages(env, channel)[-1].content.startswith("Soy Cervantes")
+
+
+def test_split_never_makes_a_blank_part():
+    assert split("a" * 2000 + " \n ") == ["a" * 2000]
+    assert split("a" * 1999 + " " * 10 + "b") == ["a" * 1999 + " ", " " * 9 + "b"]
+
+
+async def test_a_stop_under_load_keeps_its_budget_and_counts_the_commands_it_cut(config, caplog):
+    """Ten channels each ask for 2500 characters, written one at a time, and the bot is stopped:
+    it is done within what serve gives the adapters, and each command has its request line, the
+    ones cut short counted as `stopping` (before, a 10 s grace alone overran the 7 s)."""
+    import asyncio
+    import logging
+    import time
+
+    from bot.chat.parsing import Command
+    from bot.process import serve
+    from recorder import Recorder
+
+    caplog.set_level(logging.INFO, "cervantes.requests")
+    config = dataclasses.replace(config, generation=dataclasses.replace(config.generation, max_batch=1),
+                                 chat=dataclasses.replace(config.chat, length=2500))
+    async with open_runtime(config) as runtime:
+        adapter = DiscordAdapter(runtime.commands, config.discord, token="never used")
+        runs = [asyncio.create_task(adapter._run(7000 + i, Command("cervantes", "Sancho dijo"), Recorder(), None))
+                for i in range(10)]
+        await asyncio.sleep(1.0)
+        began = time.monotonic()
+        await asyncio.wait_for(adapter.stop(), 60)
+        took = time.monotonic() - began
+        await asyncio.gather(*runs, return_exceptions=True)
+    lines = [r.fields for r in caplog.records if r.name == "cervantes.requests"]
+    assert took <= serve.STOP_BUDGET_S, f"the stop took {took:.1f} s"
+    assert len(lines) == 10 and all(f["outcome"] in ("ok", "stopping") for f in lines), lines
+    assert sum(f["outcome"] == "stopping" for f in lines) >= 5, lines

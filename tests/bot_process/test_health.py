@@ -103,3 +103,43 @@ async def test_keep_writes_until_cancelled_then_removes_the_file(tmp_path, monke
     keeping.cancel()
     await asyncio.gather(keeping, return_exceptions=True)
     assert not path.exists()
+
+
+@pytest.mark.parametrize("changes", [
+    dict(updated_at="yesterday"),
+    dict(model=["m1"]),
+    dict(worker={"progress_at": "soon"}),
+    dict(worker={"alive": True, "progress_at": NOW, "waiting": 0, "active": 0}, adapters=["telegram"]),
+    dict(adapters={"telegram": "up"}),
+    dict(adapters={"telegram": {"connected": True, "last_ok": "earlier"}}),
+])
+def test_a_status_file_with_the_right_keys_but_wrong_types_is_one_fail_line(tmp_path, changes):
+    """Hand-edited or written by another version: one FAIL line, never a traceback."""
+    path = tmp_path / "c.db.status.json"
+    path.write_text(__import__("json").dumps(report(**changes)))
+    v = health.check(path, now=NOW)
+    assert not v.ok and v.line().startswith(f"FAIL: {path} unreadable: "), v.line()
+
+
+def test_the_status_file_is_private_and_written_through_a_name_no_one_can_plant(tmp_path):
+    """0600 whatever the umask, and a symlink planted at the old fixed `.partial` name (or at the
+    file itself) is never followed: the file it points to keeps its contents."""
+    import os
+
+    path = tmp_path / "c.db.status.json"
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    os.symlink(victim, tmp_path / "c.db.status.json.partial")
+    old = os.umask(0o022)
+    try:
+        status.write(path, report())
+    finally:
+        os.umask(old)
+    assert victim.read_text() == "keep"
+    assert not path.is_symlink() and os.stat(path).st_mode & 0o777 == 0o600
+    assert status.read(path)["pid"] == 7
+    path.unlink()
+    os.symlink(victim, path)
+    status.write(path, report(pid=9))
+    assert victim.read_text() == "keep" and not path.is_symlink() and status.read(path)["pid"] == 9
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.db.status.json", "c.db.status.json.partial", "victim"]

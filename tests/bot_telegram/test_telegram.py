@@ -324,3 +324,39 @@ async def test_a_group_that_moves_while_a_reply_is_written_keeps_that_reply_to_c
     stored = await bot.commands.storage.get_continuation(ChatKey("telegram", str(supergroup)))
     assert stored is not None and stored.tail.endswith(more[-100:])
     assert await bot.commands.storage.get_continuation(ChatKey("telegram", str(group))) is None
+
+
+async def test_a_reply_whose_end_past_4096_is_only_whitespace_is_delivered_and_the_chat_goes_on(bot, peer):
+    """Character 4096 and all after it blank: no empty last message (Telegram refuses those), the
+    reply is delivered with its buttons on its one message, and the chat's next reply follows it."""
+    from bot.chat.commands import Written
+
+    words = ("En un lugar de la Mancha, de cuyo nombre no quiero acordarme " * 80)[:4095]
+    assert not words[-1].isspace()
+    text = words + " \n "  # character 4096 is the space
+    written = Written()
+
+    async def pieces():
+        for start in range(0, len(text), 700):
+            yield text[start:start + 700]
+        written.reply_id = 7  # stored: the buttons name it
+
+    written.pieces = pieces()
+    chat = ChatKey("telegram", "3011")
+    first = TelegramOutput(bot.outbox, 3011, chat)
+    await first.stream(written)
+    second = TelegramOutput(bot.outbox, 3011, chat)
+    await second.send("Y después, esto.")
+    assert (await asyncio.wait_for(first.delivery, 20))["delivery"] == "delivered"
+    assert (await asyncio.wait_for(second.delivery, 20))["delivery"] == "delivered"
+    shown = await peer.messages(3011)
+    assert [m["text"] for m in shown] == [words + " ", "Y después, esto."]
+    assert [label for label, _ in shown[0]["buttons"]] == ["Continuar", "Otra"]
+
+
+def test_split_never_makes_a_blank_part():
+    assert split("a" * 4096 + " \n ") == ["a" * 4096]
+    assert split("a" * 4095 + " " * 10) == ["a" * 4095 + " "]
+    assert split("a" * 4095 + " " * 10 + "b") == ["a" * 4095 + " ", " " * 9 + "b"]  # earlier cuts kept
+    assert split(" " * 5000 + "abc") == [" " * 904 + "abc"]  # nor a blank first one
+    assert split("   ") == ["   "]  # a blank reply stays one (blank) message: the adapters show "…"

@@ -43,10 +43,10 @@ class Peer:
         self.http = httpx.AsyncClient(base_url=url, timeout=10)
 
     async def say(self, text: str, chat_id: int = 1001, chat_type: str = "private", user_id: int = 501,
-                  topic: int | None = None) -> None:
+                  topic: int | None = None, first_name: str = "Alonso") -> None:
         """A user writes to the bot; `topic`: in that topic of a forum supergroup."""
         where = {"message_thread_id": topic, "is_topic_message": True} if topic else {}
-        await self._message(chat_id, chat_type, user_id, text=text, **where)
+        await self._message(chat_id, chat_type, user_id, text=text, first_name=first_name, **where)
 
     async def answer(self, text: str, message: dict, chat_id: int = 1001, chat_type: str = "private",
                      user_id: int = 501) -> None:
@@ -85,11 +85,12 @@ class Peer:
         await self._message(group, "group", user_id, migrate_to_chat_id=supergroup)
         await self._message(supergroup, "supergroup", user_id, migrate_from_chat_id=group)
 
-    async def _message(self, chat_id: int, chat_type: str, user_id: int, **fields) -> None:
+    async def _message(self, chat_id: int, chat_type: str, user_id: int, first_name: str = "Alonso",
+                       **fields) -> None:
         chat = {"id": chat_id, "type": chat_type}
-        chat.update({"title": "Tertulia"} if chat_type != "private" else {"first_name": "Alonso"})
+        chat.update({"title": "Tertulia"} if chat_type != "private" else {"first_name": first_name})
         message = {"botToken": self.token, "date": int(time.time()), "chat": chat,
-                   "from": {"id": user_id, "is_bot": False, "first_name": "Alonso"}, **fields}
+                   "from": {"id": user_id, "is_bot": False, "first_name": first_name}, **fields}
         (await self.http.post("/sendMessage", json=message)).raise_for_status()
 
     async def replies(self, chat_id: int) -> list[str]:
