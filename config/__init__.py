@@ -47,6 +47,8 @@ class StorageSection:
     path: str = "cervantes.db"  # SQLite file with every chat's settings and continuation
     keep_days: int = 90  # a chat idle this many days is deleted; 0 keeps chats until /olvidar
     replies_per_chat: int = 50  # replies per chat whose buttons still work; older ones are deleted
+    url: str = ""  # postgresql://user@host:port/db: processes elect one active one (bot/process/leader.py)
+    status_path: str = ""  # status file for `cervantes health`; empty: beside the database (docs/operations.md)
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,8 @@ class DiscordSection:
     guilds: list[int] = field(default_factory=list)  # sync to these guilds only (instant; testing)
     message_content: bool = True  # privileged intent, needed for prefix commands
     edit_interval_s: float = 1.0  # at most one edit of a streamed reply per channel this often
+    shard_count: int = 0  # gateway shards in all; 0 means Discord's recommendation
+    shard_ids: list[int] = field(default_factory=list)  # the shards this process runs; empty: all
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,8 @@ RULES: dict[str, Rule] = {
     "storage.path": filled,
     "storage.keep_days": whole(0),
     "storage.replies_per_chat": whole(1),
+    "storage.url": anything,
+    "storage.status_path": anything,
     "generation.max_batch": whole(1),
     "generation.max_wait_ms": whole(0),
     "generation.chunk_steps": whole(1),
@@ -114,6 +116,8 @@ RULES: dict[str, Rule] = {
     "discord.guilds": each(whole(1)),
     "discord.message_content": anything,
     "discord.edit_interval_s": number(0),
+    "discord.shard_count": whole(0),
+    "discord.shard_ids": each(whole(0)),
     "logging.level": one_of("DEBUG", "INFO", "WARNING", "ERROR", ignore_case=True),
     "logging.format": one_of("text", "json"),
     "metrics.port": whole(0, 65535),
@@ -132,6 +136,14 @@ def _webhook_needs_url(mode: str, url: str) -> str | None:
     return 'telegram.mode = "webhook" needs telegram.webhook_url' if mode == "webhook" and not url else None
 
 
+def _shards_within_count(count: int, ids: list[int]) -> str | None:
+    if ids and not count:
+        return "discord.shard_ids needs discord.shard_count: the shards are split out of a known number"
+    if any(i >= count for i in ids) or len(set(ids)) != len(ids):
+        return f"discord.shard_ids = {ids!r} must be distinct, each below discord.shard_count = {count}"
+    return None
+
+
 # checked after every key passed its own rule, in this order: the first that fails is reported
 RELATIONS = [
     not_above("chat.min_length", "chat.max_length"),
@@ -141,4 +153,5 @@ RELATIONS = [
     not_above("chat.min_temperature", "chat.temperature"),
     not_above("chat.temperature", "chat.max_temperature"),
     (("telegram.mode", "telegram.webhook_url"), _webhook_needs_url),
+    (("discord.shard_count", "discord.shard_ids"), _shards_within_count),
 ]

@@ -237,6 +237,12 @@ class TelegramAdapter:
         with contextlib.suppress(TelegramError):
             await app.shutdown()
 
+    async def halt(self) -> None:
+        """Stop sending at once (this process lost its leadership: bot/process/leader.py): what is
+        queued or in flight is dropped, then the adapter stops."""
+        await self.outbox.close(grace_s=0)
+        await self.stop()
+
     async def _publish_commands(self) -> None:
         menu = [BotCommand(name, _summary(getattr(self.commands, name).__doc__))
                 for name in COMMANDS if getattr(getattr(self.commands, name, None), "__doc__", None)]

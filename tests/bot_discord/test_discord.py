@@ -86,7 +86,10 @@ def config(model_dir, edit_interval_s, discord_options, chat_options, storage_op
 async def env(config):
     async with open_runtime(config) as runtime:
         adapter = DiscordAdapter(runtime.commands, config.discord, token="never used by simcord")
-        env = simcord.Env(adapter.client, settle_timeout=30)  # the first generation compiles
+        # shard_count 0 asks Discord for its recommendation, which simcord does not model: one shard,
+        # what Discord recommends below 1,000 servers
+        env = simcord.Env(adapter.client, settle_timeout=30,  # the first generation compiles
+                          shard_count=None if config.discord.shard_count else 1)
         await env.start()
         try:
             yield env
