@@ -62,6 +62,10 @@ def check(path: Path, now: float | None = None) -> Verdict:
     elected = _elected(report.get("election"), now)
     if elected is not None and not elected.ok:
         return elected
+    starting = [name for name, duty in (report.get("election") or {}).items()
+                if duty.get("role") == "active" and name not in adapters]
+    if starting:
+        return Verdict(False, f"active for {', '.join(starting)}, its adapter still starting")
     if down:
         return Verdict(False, listed)
     roles = f"{elected.reason}; " if elected is not None else ""

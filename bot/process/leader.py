@@ -74,9 +74,10 @@ class Election:
     "offline" (the database cannot be reached; `error` says why).
     """
 
-    def __init__(self, url: str, duty: str, connect=None):
+    def __init__(self, url: str, duty: str, on_change=None, connect=None):
+        """`on_change()` is called whenever `role` changes (serve rewrites the status file)."""
         self.url, self.duty, self.key = url, duty, lock_key(duty)
-        self._connect_to = connect
+        self._on_change, self._connect_to = on_change, connect
         self.role, self.error, self.since = "joining", None, time.time()
         self.lost = asyncio.Event()
         self._conn = None
@@ -92,6 +93,8 @@ class Election:
             level = logging.WARNING if role == "offline" else logging.INFO
             log.log(level, "%s: %s%s", self.duty, role, f" ({error})" if error else "")
             self.role, self.since = role, time.time()
+            if self._on_change is not None:
+                self._on_change()
         self.error = error
 
     async def win(self, stop: asyncio.Event) -> bool:

@@ -161,31 +161,35 @@ def _duties(runtime, environ) -> list[tuple[str, typing.Callable]]:
     """(duty, a new adapter for it) for each token set. A duty names its bot, by the public part of
     its token (Telegram's bot id, Discord's encoded user id), and on Discord its set of shards."""
     config, duties = runtime.config, []
-    if token := secrets.token("TELEGRAM_TOKEN", environ):
+    if telegram := secrets.token("TELEGRAM_TOKEN", environ):
         from bot.telegram.adapter import TelegramAdapter
 
-        duties.append((f"telegram bot {token.split(':')[0]}",
-                       lambda: TelegramAdapter(runtime.commands, config.telegram, token)))
-    if token := secrets.token("DISCORD_TOKEN", environ):
+        duties.append((f"telegram bot {telegram.split(':')[0]}",
+                       lambda: TelegramAdapter(runtime.commands, config.telegram, telegram)))
+    if discord := secrets.token("DISCORD_TOKEN", environ):
         from bot.discord.adapter import DiscordAdapter
 
         shards = leader.shard_set(config.discord.shard_count, config.discord.shard_ids)
-        duties.append((f"discord bot {token.split('.')[0]} {shards}",
-                       lambda: DiscordAdapter(runtime.commands, config.discord, token)))
+        duties.append((f"discord bot {discord.split('.')[0]} {shards}",
+                       lambda: DiscordAdapter(runtime.commands, config.discord, discord)))
     return duties
 
 
 async def _elected(runtime, environ, stop: asyncio.Event) -> None:
     """Every duty's election at once; the status file says which this process is active for."""
     config = runtime.config
-    terms = [(leader.Election(config.storage.url, duty), make) for duty, make in _duties(runtime, environ)]
+    changed = asyncio.Event()  # a role changed, or an adapter started or stopped: rewrite the status now
+    terms = [(leader.Election(config.storage.url, duty, on_change=changed.set), make)
+             for duty, make in _duties(runtime, environ)]
     running: list = []  # the adapters this process runs now
 
     def report() -> dict:  # keyed "telegram", "discord": as the adapters are named
         return {"election": {e.duty.split(" ")[0]: {**e.report(), "duty": e.duty} for e, _ in terms}}
 
-    keeping = asyncio.create_task(status.keep(status.path_of(config.storage), runtime, running, extra=report))
-    holding = [asyncio.create_task(_hold(election, make, stop, running, config, environ)) for election, make in terms]
+    keeping = asyncio.create_task(status.keep(status.path_of(config.storage), runtime, running, extra=report,
+                                              wake=changed))
+    holding = [asyncio.create_task(_hold(election, make, stop, running, config, environ, changed))
+               for election, make in terms]
     try:
         done, _ = await asyncio.wait(holding, return_when=asyncio.FIRST_EXCEPTION)
         for task in done:
@@ -201,7 +205,7 @@ async def _elected(runtime, environ, stop: asyncio.Event) -> None:
 
 
 async def _hold(election: leader.Election, make, stop: asyncio.Event, running: list, config: Config,
-                environ) -> None:
+                environ, changed: asyncio.Event) -> None:
     """Stand by until elected, then run the adapter until a stop (delivered, then handed over) or
     until the lock's connection is lost (halted at once: nothing more sent), and stand by again."""
     while await election.win(stop):
@@ -214,6 +218,7 @@ async def _hold(election: leader.Election, make, stop: asyncio.Event, running: l
                 halted = election.lost.is_set() and not stop.is_set()
                 continue
             running.append(adapter)
+            changed.set()
             log.info("%s: active, %s adapter started", election.duty, type(adapter).__name__)
             await _until_stopped(ended, [adapter], environ)
             halted = election.lost.is_set() and not stop.is_set()
@@ -222,6 +227,7 @@ async def _hold(election: leader.Election, make, stop: asyncio.Event, running: l
                 task.cancel()
             if adapter in running:
                 running.remove(adapter)
+                changed.set()
             if halted:
                 await _halt(adapter)
             else:

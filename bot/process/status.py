@@ -27,6 +27,7 @@ adapters it is active for are listed. Where the file lives: `path_of`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -106,15 +107,23 @@ def read(path: Path) -> dict:
     return status
 
 
-async def keep(path: Path, runtime, adapters: list, extra: Callable[[], dict] | None = None) -> None:
+async def keep(path: Path, runtime, adapters: list, extra: Callable[[], dict] | None = None,
+               wake: asyncio.Event | None = None) -> None:
     """Write the status now and every INTERVAL_S until cancelled; then remove the file.
-    `adapters` is read anew at each write; `extra()` adds keys (the election's)."""
+    `adapters` is read anew at each write; `extra()` adds keys (the election's); `wake`, when set,
+    has the next write made at once (a role changed)."""
     try:
         while True:
+            if wake is not None:
+                wake.clear()
             try:
                 await asyncio.to_thread(write, path, snapshot(runtime, adapters, extra))
             except OSError as exc:
                 log.warning("status file %s not written: %s", path, exc)
-            await asyncio.sleep(INTERVAL_S)
+            if wake is None:
+                await asyncio.sleep(INTERVAL_S)
+            else:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(wake.wait(), INTERVAL_S)
     finally:
         path.unlink(missing_ok=True)
