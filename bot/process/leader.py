@@ -39,6 +39,7 @@ PING_S = 1.0  # the holder checks its connection this often...
 PING_TIMEOUT_S = 2.0  # ...and a check not answered by then is a connection lost
 FENCE_S = 3.0  # a lock taken without a handover: wait this long, for the old holder to have stopped
 RETRY_S = 1.0  # the database unreachable: try again this often
+HOLD_OFF_S = 2.0  # a holder that lost its lock tries again only after this: a standby goes first
 CONNECT_TIMEOUT_S = 5.0
 HANDOVER_CHANNEL = "cervantes_handover"  # payload: the lock's key, sent once the holder has stopped
 HANDOVER_VALID_S = 3.0  # a handover heard this recently makes the next take a clean one
@@ -84,6 +85,7 @@ class Election:
         self._pinging: asyncio.Task | None = None
         self._handover = asyncio.Event()
         self._handover_at: float | None = None
+        self._held_lost = False  # it held the lock and lost it: hold off before trying again
 
     def report(self) -> dict:
         return {"role": self.role, "error": self.error, "since": self.since}
@@ -100,6 +102,10 @@ class Election:
     async def win(self, stop: asyncio.Event) -> bool:
         """Wait until this process holds the lock and may act; False when `stop` comes first."""
         while not stop.is_set():
+            if self._held_lost:
+                self._held_lost = False
+                await _wait(stop, HOLD_OFF_S)
+                continue
             try:
                 await self._open()
                 held = await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", self.key,
@@ -174,6 +180,7 @@ class Election:
     def _lose(self, why: str) -> None:
         if not self.lost.is_set() and self.role in ("active", "taking over"):
             log.error("%s: lost the lock's connection (%s): stopping at once", self.duty, why)
+            self._held_lost = True
         self.lost.set()
         self._become("offline", why)
 

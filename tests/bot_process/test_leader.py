@@ -25,8 +25,8 @@ TAKEOVER_S = 10.0  # issue 21's goal for p95; one takeover here must meet it too
 
 
 class Pair:
-    def __init__(self, replicas: dict[str, Replica], hosts: dict[str, str], peer: Peer, server):
-        self.replicas, self.hosts, self.peer, self.server = replicas, hosts, peer, server
+    def __init__(self, replicas: dict[str, Replica], hosts: dict[str, str], token: str, server):
+        self.replicas, self.hosts, self.token, self.server = replicas, hosts, token, server
 
     def active(self) -> Replica:
         (one,) = [r for r in self.replicas.values() if r.alive and r.role() == "active"]
@@ -63,10 +63,18 @@ def pair(emulator, postgres_server, tiny_model_dir, tmp_path_factory):  # noqa: 
                 for name, host in hosts.items()}
     for replica in replicas.values():
         replica.start()
-    yield Pair(replicas, hosts, Peer(emulator, token), postgres_server)
+    yield Pair(replicas, hosts, token, postgres_server)
     for replica in replicas.values():
         if replica.alive:
             replica.kill()
+
+
+@pytest.fixture
+async def users(emulator, pair):
+    """The users' side of the emulator for the pair's bot (a client per test: each has its own loop)."""
+    peer = Peer(emulator, pair.token)
+    yield peer
+    await peer.http.aclose()
 
 
 async def burst(peer: Peer, chats: list[int], first: int, count: int, every_s: float, during=None) -> list[int]:
@@ -87,7 +95,7 @@ def exactly_once_in_order(got: list[int], sent: list[int]) -> None:
     assert set(got) <= set(sent)
 
 
-async def test_a_standby_takes_over_from_a_kill_9_in_the_middle_of_a_burst(pair):
+async def test_a_standby_takes_over_from_a_kill_9_in_the_middle_of_a_burst(pair, users):
     await pair.ready()
     old, new = pair.active(), pair.standby()
     assert new.health().returncode == 0  # a standby is healthy (ready() read its line)
@@ -98,15 +106,15 @@ async def test_a_standby_takes_over_from_a_kill_9_in_the_middle_of_a_burst(pair)
         if i == 3:
             killed["at"] = old.kill()
 
-    sent = await burst(pair.peer, chats, 100, 8, 0.3, during=kill_midway)
+    sent = await burst(users, chats, 100, 8, 0.3, during=kill_midway)
     after_kill = sent[4:]  # sent once the active one was dead: still with Telegram, for the new one
     for chat in chats:
-        await wait_until_answered(pair.peer, chat, after_kill)
-    first = (await sends_after(pair.peer, killed["at"]))[0]
+        await wait_until_answered(users, chat, after_kill)
+    first = (await sends_after(users, killed["at"]))[0]
     assert first - killed["at"] <= TAKEOVER_S, f"first answer {first - killed['at']:.1f} s after the kill"
     assert new.role() == "active" and "taking over" in new.roles()  # no handover: the fence was kept
     for chat in chats:
-        exactly_once_in_order(await answers(pair.peer, chat), sent)
+        exactly_once_in_order(await answers(users, chat), sent)
     await pair.restart(old)  # as a supervisor would; it stands by
     assert pair.standby() is old
 
@@ -118,30 +126,30 @@ async def wait_until_answered(peer: Peer, chat: int, numbers: list[int], timeout
         await asyncio.sleep(0.2)
 
 
-async def test_sigterm_delivers_the_replies_in_flight_then_hands_over_at_once(pair):
+async def test_sigterm_delivers_the_replies_in_flight_then_hands_over_at_once(pair, users):
     await pair.ready()
     old, new = pair.active(), pair.standby()
     chats = list(range(5201, 5209))
     seed = "Sancho dijo"
-    await asyncio.gather(*(pair.peer.say(f"/cervantes {seed}", chat_id=chat) for chat in chats))
-    calls_before = len(await pair.peer.calls("sendMessage"))
+    await asyncio.gather(*(users.say(f"/cervantes {seed}", chat_id=chat) for chat in chats))
+    calls_before = len(await users.calls("sendMessage"))
     await asyncio.sleep(0.3)  # the commands received, their replies being written
     term_at = old.term()
-    sent = await burst(pair.peer, chats, 200, 4, 0.3)
+    sent = await burst(users, chats, 200, 4, 0.3)
     assert old.process.wait(timeout=30) == 0
     for chat in chats:
-        await wait_until_answered(pair.peer, chat, sent)
-        exactly_once_in_order(await answers(pair.peer, chat), sent)
-        texts = [t for t in await pair.peer.replies(chat) if t.startswith(seed)]
+        await wait_until_answered(users, chat, sent)
+        exactly_once_in_order(await answers(users, chat), sent)
+        texts = [t for t in await users.replies(chat) if t.startswith(seed)]
         assert len(texts) == 1 and len(texts[0]) == len(seed) + 300, texts  # delivered whole, once
     assert "taking over" not in new.roles()  # a handover: no fence
-    first_new = min(c["at"] / 1000 for c in pair.sent_by(await pair.peer.calls("sendMessage"), new))
+    first_new = min(c["at"] / 1000 for c in pair.sent_by(await users.calls("sendMessage"), new))
     assert first_new - term_at < TAKEOVER_S
-    assert len(await pair.peer.calls("sendMessage")) > calls_before
+    assert len(await users.calls("sendMessage")) > calls_before
     await pair.restart(old)
 
 
-async def test_a_cut_lock_connection_stops_the_old_leader_before_the_standby_starts(pair):
+async def test_a_cut_lock_connection_stops_the_old_leader_before_the_standby_starts(pair, users):
     await pair.ready()
     old, new = pair.active(), pair.standby()
     chat = 5301
@@ -154,21 +162,21 @@ async def test_a_cut_lock_connection_stops_the_old_leader_before_the_standby_sta
                                           "WHERE locktype = 'advisory' AND granted")
             assert terminated == "1"  # the active replica's lock, and only it
 
-    sent = await burst(pair.peer, [chat], 300, 30, 0.3, during=cut_midway)
-    await wait_until_answered(pair.peer, chat, sent[-5:])
+    sent = await burst(users, [chat], 300, 30, 0.3, during=cut_midway)
+    await wait_until_answered(users, chat, sent[-5:])
     await wait_until(lambda: new.role() == "active", 30, "the standby to take over")
-    calls = [c for c in await pair.peer.calls("sendMessage") if c["at"] / 1000 > cut["at"]]
+    calls = [c for c in await users.calls("sendMessage") if c["at"] / 1000 > cut["at"]]
     old_calls, new_calls = pair.sent_by(calls, old), pair.sent_by(calls, new)
     assert new_calls, "the standby never answered"
     if old_calls:  # the old leader may finish a send already under way, never once the new one began
         assert max(c["at"] for c in old_calls) < min(c["at"] for c in new_calls)
-    exactly_once_in_order(await answers(pair.peer, chat), sent)
+    exactly_once_in_order(await answers(users, chat), sent)
     assert old.alive
     await wait_until(lambda: old.role() == "standby", 30, "the old leader to stand by again")
     assert "lost the lock's connection" in old.log()
 
 
-async def test_health_fails_when_the_database_cannot_be_reached(pair):
+async def test_health_fails_when_the_database_cannot_be_reached(pair, users):
     await pair.ready()
     standby = pair.standby()
     pair.server.stop()
