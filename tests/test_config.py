@@ -98,6 +98,9 @@ def test_every_key_has_a_rule():
     ("[discord]\nguilds = [0]\n", "discord.guilds = [0] has 0, which must be at least 1"),
     ('[discord]\nprefix = ""\n', "discord.prefix = '' must be one word"),
     ('[storage]\npath = ""\n', "storage.path = '' must not be empty"),
+    ("[discord]\nshard_ids = [0, 1]\n", "discord.shard_ids needs discord.shard_count"),
+    ("[discord]\nshard_count = 2\nshard_ids = [2]\n", "discord.shard_ids = [2] must be distinct, each below"),
+    ("[discord]\nshard_count = 2\nshard_ids = [1, 1]\n", "discord.shard_ids = [1, 1] must be distinct"),
 ])
 def test_values_out_of_range_name_the_file_and_the_key(tmp_path, body, named):
     path = tmp_path / "c.toml"
@@ -171,3 +174,8 @@ def test_the_command_line_warns_of_stray_variables(tmp_path, monkeypatch, capsys
     main(["health"])
     assert ("cervantes: warning: $CERVANTES_STORAGE_PAHT is not a setting: ignored "
             "(did you mean $CERVANTES_STORAGE_PATH?)\n") in capsys.readouterr().err
+
+
+def test_shards_split_between_processes_from_the_environment():
+    cfg = config.load(None, environ={"CERVANTES_DISCORD_SHARD_COUNT": "4", "CERVANTES_DISCORD_SHARD_IDS": "2,3"})
+    assert (cfg.discord.shard_count, cfg.discord.shard_ids) == (4, [2, 3])
