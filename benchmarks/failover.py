@@ -1,12 +1,13 @@
 """Failover: kill -9 the active `cervantes serve` again and again; the standby takes over each time.
 
-    .venv/bin/python benchmarks/failover.py [--kills 10] [--chats 10] [--model DIR] [--json]
+    .venv/bin/python benchmarks/failover.py [--kills 10] [--chats 20] [--every 1.5] [--model DIR] [--json]
 
 Two replicas of one bot (tests/replicas.py: real `cervantes serve` processes, elected through
 `[storage] url`) against the Telegram emulator and a PostgreSQL server this script starts
 (tests/pg_server.py; Debian's postgresql package). For each kill: every chat sends `/longitud N`
-(N unique in the chat, answered "Longitud fijada en N caracteres.") every --every seconds, from
-BEFORE_S before the kill until AFTER_S after it; the active replica is killed with SIGKILL in the
+(N unique in the chat, answered "Longitud fijada en N caracteres.") every --every seconds (below
+Telegram's one message a second per chat, which the bot's outbox keeps to), from BEFORE_S before
+the kill until AFTER_S after it; answers are awaited SETTLE_S more; the active replica is killed with SIGKILL in the
 middle; then the killed one is started again (a supervisor's restart) and comes back as the standby.
 
 Reports, over all kills:
@@ -45,6 +46,7 @@ from telegram_emulator.peer import Peer  # noqa: E402
 
 BEFORE_S = 2.0  # commands sent this long before each kill...
 AFTER_S = 12.0  # ...and this long after it
+SETTLE_S = 15.0  # then the backlog of the takeover is answered (one message a second per chat)
 START_S = 300.0  # a replica's start, model and compilation included, on a busy machine
 GOAL_P95_S = 10.0
 HOSTS = {"a": "127.0.0.1", "b": "localhost"}  # each replica's address of the emulator
@@ -76,7 +78,7 @@ async def one_kill(peer: Peer, replicas, chats: list[int], first_n: int, every_s
         sent.append((n, at))
         n += 1
         await asyncio.sleep(every_s)
-    await asyncio.sleep(5.0)  # the last answers
+    await asyncio.sleep(SETTLE_S)
     first = await sends_after(peer, killed_at)
     result = {"victim": victim.name, "takeover_s": (first[0] - killed_at) if first else None,
               "lost_before": 0, "lost_after": 0, "duplicated": 0, "sent": len(sent) * len(chats)}
@@ -143,8 +145,8 @@ async def run(args) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kills", type=int, default=10)
-    parser.add_argument("--chats", type=int, default=10)
-    parser.add_argument("--every", type=float, default=0.25, help="seconds between a chat's commands")
+    parser.add_argument("--chats", type=int, default=20)
+    parser.add_argument("--every", type=float, default=1.5, help="seconds between a chat's commands")
     parser.add_argument("--model", help="model folder (default: the shipped model)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

@@ -160,6 +160,7 @@ class Election:
     async def _open(self) -> None:
         if self._conn is not None and not self._conn.is_closed():
             return
+        await self._stop_pinging()  # the check of a connection that is gone
         connect = self._connect_to or asyncpg.connect
         name = f"cervantes {socket.gethostname()}:{os.getpid()}"[:63]
         self._conn = await connect(self.url, timeout=CONNECT_TIMEOUT_S,
@@ -191,7 +192,8 @@ class Election:
             try:
                 await conn.fetchval("SELECT 1", timeout=PING_TIMEOUT_S)
             except _DOWN as exc:
-                self._lose(f"check failed: {type(exc).__name__}")
+                if conn is self._conn:
+                    self._lose(f"check failed: {type(exc).__name__}")
                 conn.terminate()
                 return
 
