@@ -16,12 +16,39 @@ import time
 
 import pytest
 
+from bot.process import leader
 from pg_server import postgres_server  # noqa: F401  (a fixture)
 from replicas import Replica, answers, replica_env, sends_after, wait_until
 from telegram_emulator.peer import Peer
 
 START_S = 240  # a replica's start on a busy 2-core machine: TensorFlow, the model, every shape compiled
 TAKEOVER_S = 10.0  # issue 21's goal for p95; one takeover here must meet it too
+
+
+# --- the election alone, in this process --------------------------------------------------------
+
+async def test_each_shard_set_elects_its_own_leader_and_a_handover_skips_the_fence(postgres_server,  # noqa: F811
+                                                                                     monkeypatch):
+    monkeypatch.setattr(leader, "FENCE_S", 1.0)
+    stop = asyncio.Event()
+    duty = "discord bot MTIz {}".format
+    first, second = leader.Election(postgres_server.url, duty(leader.shard_set(4, [0, 1]))), \
+        leader.Election(postgres_server.url, duty(leader.shard_set(4, [2, 3])))
+    rival = leader.Election(postgres_server.url, duty(leader.shard_set(4, [1, 0])))  # the first's set
+    assert first.key != second.key and first.key == rival.key
+    assert await asyncio.wait_for(first.win(stop), 10) and await asyncio.wait_for(second.win(stop), 10)
+    assert (first.role, second.role) == ("active", "active")  # two sets, two leaders
+    rivalling = asyncio.create_task(rival.win(stop))
+    await wait_until(lambda: rival.role == "standby", 10, "the rival to stand by")
+    await asyncio.sleep(1.0)
+    assert rival.role == "standby" and not rivalling.done()
+    began = time.monotonic()
+    await first.resign()
+    assert await asyncio.wait_for(rivalling, 10)
+    assert time.monotonic() - began < leader.FENCE_S  # handed over: no fence
+    stop.set()
+    for election in (second, rival):
+        await election.close()
 
 
 class Pair:
