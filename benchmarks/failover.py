@@ -1,6 +1,7 @@
 """Failover: kill -9 the active `cervantes serve` again and again; the standby takes over each time.
 
-    .venv/bin/python benchmarks/failover.py [--kills 10] [--chats 20] [--every 1.5] [--model DIR] [--json]
+    .venv/bin/python benchmarks/failover.py [--kills 10] [--chats 20] [--every 1.5] [--signal kill|term]
+                                            [--model DIR] [--json]
 
 Two replicas of one bot (tests/replicas.py: real `cervantes serve` processes, elected through
 `[storage] url`) against the Telegram emulator and a PostgreSQL server this script starts
@@ -16,6 +17,7 @@ Reports, over all kills:
   before the kill (the dead process had received them; Telegram counts them delivered) and after
   it (still with Telegram: the new leader must answer each).
 Commands lost before the kill are expected until the inbox exists (issue 21, section 3).
+With --signal term the active replica gets SIGTERM instead (a deploy, `docker stop`): a handover.
 Exits 1 if the p95 takeover exceeds 10 s, or if a command sent after a kill was lost or duplicated.
 """
 
@@ -64,7 +66,8 @@ def active(replicas: dict[str, Replica]) -> Replica:
     return one
 
 
-async def one_kill(peer: Peer, replicas, chats: list[int], first_n: int, every_s: float) -> tuple[dict, int]:
+async def one_kill(peer: Peer, replicas, chats: list[int], first_n: int, every_s: float,
+                   how: str = "kill") -> tuple[dict, int]:
     victim = active(replicas)
     sent: list[tuple[int, float]] = []  # (N, time sent)
     killed_at = None
@@ -72,14 +75,15 @@ async def one_kill(peer: Peer, replicas, chats: list[int], first_n: int, every_s
     started = time.time()
     while time.time() - started < BEFORE_S + AFTER_S:
         if killed_at is None and time.time() - started >= BEFORE_S:
-            killed_at = victim.kill()
+            killed_at = victim.kill() if how == "kill" else victim.term()
         at = time.time()
         await asyncio.gather(*(peer.say(f"/longitud {n}", chat_id=chat) for chat in chats))
         sent.append((n, at))
         n += 1
         await asyncio.sleep(every_s)
     await asyncio.sleep(SETTLE_S)
-    first = await sends_after(peer, killed_at)
+    heir = next(name for name in replicas if name != victim.name)
+    first = await sends_after(peer, killed_at, via=HOSTS[heir])
     result = {"victim": victim.name, "takeover_s": (first[0] - killed_at) if first else None,
               "lost_before": 0, "lost_after": 0, "duplicated": 0, "sent": len(sent) * len(chats)}
     for chat in chats:
@@ -91,6 +95,8 @@ async def one_kill(peer: Peer, replicas, chats: list[int], first_n: int, every_s
         mine = [g for g in got if first_n <= g < n]
         if mine != sorted(mine):
             result.setdefault("out_of_order_chats", []).append(chat)
+    if how == "term":
+        victim.process.wait(timeout=60)
     victim.start()
     await wait_until(lambda: ready(replicas), START_S, "the killed replica to stand by again", every=0.5)
     return result, n
@@ -118,7 +124,7 @@ async def run(args) -> dict:
             for i in range(args.kills):
                 if n + (BEFORE_S + AFTER_S) / args.every + 2 > 1000:  # /longitud's range used up: new chats
                     chats, n = [c + args.chats for c in chats], FIRST_N
-                result, n = await one_kill(peer, replicas, chats, n, args.every)
+                result, n = await one_kill(peer, replicas, chats, n, args.every, args.signal)
                 kills.append(result)
                 print(f"kill {i + 1}: {json.dumps(result)}", file=sys.stderr, flush=True)
         finally:
@@ -128,7 +134,7 @@ async def run(args) -> dict:
                     replica.kill()
     takeovers = [k["takeover_s"] for k in kills if k["takeover_s"] is not None]
     return {
-        "kills": len(kills), "chats": args.chats, "every_s": args.every,
+        "kills": len(kills), "signal": args.signal, "chats": args.chats, "every_s": args.every,
         "model": args.model or "shipped",
         "takeover_s": {"p50": round(float(np.percentile(takeovers, 50)), 2),
                        "p95": round(float(np.percentile(takeovers, 95)), 2),
@@ -147,6 +153,7 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--chats", type=int, default=20)
     parser.add_argument("--every", type=float, default=1.5, help="seconds between a chat's commands")
+    parser.add_argument("--signal", choices=("kill", "term"), default="kill", help="SIGKILL, or SIGTERM (a handover)")
     parser.add_argument("--model", help="model folder (default: the shipped model)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -155,8 +162,9 @@ def main() -> int:
         print(json.dumps(report))
     else:
         t = report["takeover_s"]
-        print(f"{report['kills']} kills of the active replica, {report['chats']} chats sending every {args.every} s")
-        print(f"takeover (kill -9 to the first answer of the new active one): p50 {t['p50']} s, "
+        print(f"{report['kills']} SIG{args.signal.upper()}s of the active replica, {report['chats']} chats "
+              f"sending every {args.every} s")
+        print(f"takeover (the signal to the first answer of the new active one): p50 {t['p50']} s, "
               f"p95 {t['p95']} s, max {t['max']} s; never taken over: {report['never_taken_over']}")
         print(f"commands: {report['commands_sent']} sent; lost: {report['lost_sent_before_kill']} sent before a kill "
               f"(received by the process killed), {report['lost_sent_after_kill']} sent after; "

@@ -114,6 +114,8 @@ async def answers(peer, chat_id: int) -> list[int]:
     return [int(m.group(1)) for text in await peer.replies(chat_id) if (m := ANSWER.fullmatch(text))]
 
 
-async def sends_after(peer, at: float) -> list[float]:
-    """time.time() of each sendMessage the bot made after `at` (the emulator's clock is this host's)."""
-    return sorted(c["at"] / 1000 for c in await peer.calls("sendMessage") if c["at"] / 1000 > at)
+async def sends_after(peer, at: float, via: str | None = None) -> list[float]:
+    """time.time() of each sendMessage the bot made after `at` (the emulator's clock is this host's);
+    `via`: only those sent to that host (one replica's address of the emulator)."""
+    return sorted(c["at"] / 1000 for c in await peer.calls("sendMessage")
+                  if c["at"] / 1000 > at and (via is None or c["via"].startswith(via + ":")))
