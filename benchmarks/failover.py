@@ -5,7 +5,7 @@
 
 Two replicas of one bot (tests/replicas.py: real `cervantes serve` processes, elected through
 `[storage] url`) against the Telegram emulator and a PostgreSQL server this script starts
-(tests/pg_server.py; Debian's postgresql package). For each kill: every chat sends `/longitud N`
+(tests/pg.py; Debian's postgresql package). For each kill: every chat sends `/longitud N`
 (N unique in the chat, answered "Longitud fijada en N caracteres.") every --every seconds (below
 Telegram's one message a second per chat, which the bot's outbox keeps to), from BEFORE_S before
 the kill until AFTER_S after it; answers are awaited SETTLE_S more; the active replica is killed with SIGKILL in the
@@ -41,7 +41,7 @@ if str(ROOT / "tests") not in sys.path:
 
 import numpy as np  # noqa: E402
 
-import pg_server  # noqa: E402
+import pg  # noqa: E402
 from replicas import Replica, answers, replica_env, sends_after, wait_until  # noqa: E402
 from telegram_emulator import emulator  # noqa: E402
 from telegram_emulator.peer import Peer  # noqa: E402
@@ -103,14 +103,24 @@ async def one_kill(peer: Peer, replicas, chats: list[int], first_n: int, every_s
 
 
 async def run(args) -> dict:
-    with pg_server.running() as server, emulator.running("CervantesFailoverBot") as url:
+    if reason := pg.missing():
+        raise SystemExit(reason)
+    server = pg.Server().start()
+    try:
+        return await _run(args, server.new_database())
+    finally:
+        server.stop()
+
+
+async def _run(args, database: str) -> dict:
+    with emulator.running("CervantesFailoverBot") as url:
         folder = Path(tempfile.mkdtemp(prefix="cervantes-failover-"))
         token = f"{secrets.randbelow(10**9) + 10**9}:TEST{secrets.token_urlsafe(27)}"
         port = url.rsplit(":", 1)[1]
         model = Path(args.model) if args.model else None
         replicas = {}
         for name, host in HOSTS.items():
-            env = replica_env(f"http://{host}:{port}", server.url, token, model, folder)
+            env = replica_env(f"http://{host}:{port}", database, token, model, folder)
             if model is None:
                 env.pop("CERVANTES_MODEL_PATH")  # the shipped model
             replicas[name] = Replica(name, folder, env)

@@ -4,7 +4,7 @@ PostgreSQL: what tests/bot_process/test_leader.py and benchmarks/failover.py dri
 Each replica is `cervantes serve` in a process of its own, elected through `[storage] url`, with a
 status file of its own. Until the state itself moves to PostgreSQL (issue 21, section 1) the
 replicas share one SQLite file on this host: `shared_store` below is the one line to change then
-(give it the PostgreSQL url and drop the SQLite path).
+(return {}: `[storage] url`, set for the election, then holds the chats too).
 
 The users' side marks each command so that its answer can be told apart: `/longitud N` is answered
 "Longitud fijada en N caracteres.", N unique within the chat, sent whole and without the model.

@@ -1,6 +1,6 @@
 """One active process, hot standbys (bot/process/leader.py), end to end: two real `cervantes serve`
-processes for one bot against the Telegram emulator and one real PostgreSQL (tests/pg_server.py;
-these tests fail, not skip, without it). The replicas share their chats' state in one SQLite file
+processes for one bot against the Telegram emulator and one real PostgreSQL (tests/pg.py, the
+storage tests' server; these tests fail, not skip, without it). The replicas share their chats' state in one SQLite file
 until the storage moves to PostgreSQL: tests/replicas.py, `shared_store`, is the line to change.
 
 Each replica reaches the emulator at an address of its own (127.0.0.1 or localhost), so the
@@ -17,7 +17,7 @@ import time
 import pytest
 
 from bot.process import leader
-from pg_server import postgres_server  # noqa: F401  (a fixture)
+import pg
 from replicas import Replica, answers, replica_env, sends_after, wait_until
 from telegram_emulator.peer import Peer
 
@@ -25,16 +25,28 @@ START_S = 240  # a replica's start on a busy 2-core machine: TensorFlow, the mod
 TAKEOVER_S = 10.0  # issue 21's goal for p95; one takeover here must meet it too
 
 
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL server, and a database of this module's own on it: (server, url)."""
+    if reason := pg.missing():
+        pytest.fail(reason)
+    server = pg.Server().start()
+    try:
+        yield server, server.new_database()
+    finally:
+        server.stop()
+
+
 # --- the election alone, in this process --------------------------------------------------------
 
-async def test_each_shard_set_elects_its_own_leader_and_a_handover_skips_the_fence(postgres_server,  # noqa: F811
-                                                                                     monkeypatch):
+async def test_each_shard_set_elects_its_own_leader_and_a_handover_skips_the_fence(postgres, monkeypatch):
+    _, url = postgres
     monkeypatch.setattr(leader, "FENCE_S", 1.0)
     stop = asyncio.Event()
     duty = "discord bot MTIz {}".format
-    first, second = leader.Election(postgres_server.url, duty(leader.shard_set(4, [0, 1]))), \
-        leader.Election(postgres_server.url, duty(leader.shard_set(4, [2, 3])))
-    rival = leader.Election(postgres_server.url, duty(leader.shard_set(4, [1, 0])))  # the first's set
+    first, second = leader.Election(url, duty(leader.shard_set(4, [0, 1]))), \
+        leader.Election(url, duty(leader.shard_set(4, [2, 3])))
+    rival = leader.Election(url, duty(leader.shard_set(4, [1, 0])))  # the first's set
     assert first.key != second.key and first.key == rival.key
     assert await asyncio.wait_for(first.win(stop), 10) and await asyncio.wait_for(second.win(stop), 10)
     assert (first.role, second.role) == ("active", "active")  # two sets, two leaders
@@ -52,8 +64,9 @@ async def test_each_shard_set_elects_its_own_leader_and_a_handover_skips_the_fen
 
 
 class Pair:
-    def __init__(self, replicas: dict[str, Replica], hosts: dict[str, str], token: str, server):
-        self.replicas, self.hosts, self.token, self.server = replicas, hosts, token, server
+    def __init__(self, replicas: dict[str, Replica], hosts: dict[str, str], token: str, server: pg.Server,
+                 url: str):
+        self.replicas, self.hosts, self.token, self.server, self.url = replicas, hosts, token, server, url
 
     def active(self) -> Replica:
         (one,) = [r for r in self.replicas.values() if r.alive and r.role() == "active"]
@@ -80,17 +93,18 @@ class Pair:
 
 
 @pytest.fixture(scope="module")
-def pair(emulator, postgres_server, tiny_model_dir, tmp_path_factory):  # noqa: F811
+def pair(emulator, postgres, tiny_model_dir, tmp_path_factory):
+    server, url = postgres
     folder = tmp_path_factory.mktemp("replicas")
     token = f"{secrets.randbelow(10**9) + 10**9}:TEST{secrets.token_urlsafe(27)}"
     port = emulator.rsplit(":", 1)[1]
     hosts = {"a": "127.0.0.1", "b": "localhost"}
-    replicas = {name: Replica(name, folder, replica_env(f"http://{host}:{port}", postgres_server.url, token,
+    replicas = {name: Replica(name, folder, replica_env(f"http://{host}:{port}", url, token,
                                                         tiny_model_dir, folder))
                 for name, host in hosts.items()}
     for replica in replicas.values():
         replica.start()
-    yield Pair(replicas, hosts, token, postgres_server)
+    yield Pair(replicas, hosts, token, server, url)
     for replica in replicas.values():
         if replica.alive:
             replica.kill()
@@ -185,9 +199,9 @@ async def test_a_cut_lock_connection_stops_the_old_leader_before_the_standby_sta
     async def cut_midway(i: int) -> None:
         if i == 2:
             cut["at"] = time.time()
-            terminated = pair.server.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_locks "
+            terminated = pg.sql(pair.url, "SELECT count(pg_terminate_backend(pid)) FROM pg_locks "
                                           "WHERE locktype = 'advisory' AND granted")
-            assert terminated == "1"  # the active replica's lock, and only it
+            assert terminated == [(1,)]  # the active replica's lock, and only it
 
     sent = await burst(users, [chat], 300, 30, 0.3, during=cut_midway)
     await wait_until_answered(users, chat, sent[-5:])
@@ -204,13 +218,17 @@ async def test_a_cut_lock_connection_stops_the_old_leader_before_the_standby_sta
 
 
 async def test_health_fails_when_the_database_cannot_be_reached(pair, users):
+    """The replicas' database refuses every connection (theirs cut too): neither can stand by."""
     await pair.ready()
     standby = pair.standby()
-    pair.server.stop()
+    name = pair.url.rsplit("/", 1)[1]
+    admin = pair.server.url("postgres")
+    pg.sql(admin, f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
     try:
+        pg.sql(admin, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
         await wait_until(lambda: standby.health().returncode == 1, 30, "health to fail", every=1)
         line = standby.health().stdout
         assert line.startswith("FAIL: the database cannot be reached"), line
     finally:
-        pair.server.start()
-    await wait_until(lambda: standby.health().returncode == 0, 30, "health to recover", every=1)
+        pg.sql(admin, f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+    await pair.ready()  # both back, one active
