@@ -12,7 +12,7 @@ def cmd_health(args) -> int:
     """One line from what serve last reported (bot/process/health.py): nothing loaded, nothing created."""
     from bot.process import health, status
 
-    verdict = health.check(status.path_for(args.config.storage.path))
+    verdict = health.check(status.path_of(args.config.storage))
     print(verdict.line())
     return 0 if verdict.ok else 1
 

@@ -49,6 +49,12 @@ class StorageSection:
     url_file: str = ""  # a file holding the whole URL, password included (instead of url)
     keep_days: int = 90  # a chat idle this many days is deleted; 0 keeps chats until /olvidar
     replies_per_chat: int = 50  # replies per chat whose buttons still work; older ones are deleted
+    status_path: str = ""  # status file for `cervantes health`; empty: beside the database (docs/operations.md)
+
+    @property
+    def shared(self) -> bool:
+        """PostgreSQL (url or url_file): several processes share it, and elect one active one (bot/process/leader.py)."""
+        return bool(self.url or self.url_file)
 
     def database(self) -> str:
         """What Storage opens: the PostgreSQL URL (from url, or read from url_file now), else the path."""
@@ -109,6 +115,8 @@ class DiscordSection:
     guilds: list[int] = field(default_factory=list)  # sync to these guilds only (instant; testing)
     message_content: bool = True  # privileged intent, needed for prefix commands
     edit_interval_s: float = 1.0  # at most one edit of a streamed reply per channel this often
+    shard_count: int = 0  # gateway shards in all; 0 means Discord's recommendation
+    shard_ids: list[int] = field(default_factory=list)  # the shards this process runs; empty: all
 
 
 @dataclass(frozen=True)

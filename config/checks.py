@@ -18,6 +18,7 @@ MAX_REPLY_CHARS = 10_000  # a reply: 3 Telegram messages, 5 Discord ones, writte
 MAX_SEED_CHARS = 4096  # no message brings a longer seed (Telegram's 4096); every prime call is this wide
 MAX_PER_MINUTE = 1000  # a rate limit: far above what Telegram or Discord deliver to one chat (about 60 a minute)
 MAX_SNOWFLAKE = 2**64 - 1  # a Discord id is 64 bits
+MAX_SHARDS = 2**16  # a shard count: far above what Discord recommends (one shard per 1,000 to 2,500 servers)
 
 
 def anything(value) -> str | None:
@@ -125,6 +126,7 @@ RULES: dict[str, Rule] = {
     "storage.url_file": anything,
     "storage.keep_days": whole(0, KEEP_DAYS_MAX),
     "storage.replies_per_chat": whole(1, SQL_INT_MAX),
+    "storage.status_path": anything,
     "generation.max_batch": whole(1),
     "generation.max_wait_ms": whole(0),
     "generation.chunk_steps": whole(1),
@@ -156,6 +158,8 @@ RULES: dict[str, Rule] = {
     "discord.guilds": each(whole(1, MAX_SNOWFLAKE)),
     "discord.message_content": anything,
     "discord.edit_interval_s": number(0),
+    "discord.shard_count": whole(0, MAX_SHARDS),
+    "discord.shard_ids": each(whole(0, MAX_SHARDS - 1)),
     "logging.level": one_of("DEBUG", "INFO", "WARNING", "ERROR", ignore_case=True),
     "logging.format": one_of("text", "json"),
     "metrics.port": whole(0, 65535),
@@ -178,6 +182,14 @@ def _webhook_needs_url(mode: str, url: str) -> str | None:
     return 'telegram.mode = "webhook" needs telegram.webhook_url' if mode == "webhook" and not url else None
 
 
+def _shards_within_count(count: int, ids: list[int]) -> str | None:
+    if ids and not count:
+        return "discord.shard_ids needs discord.shard_count: the shards are split out of a known number"
+    if any(i >= count for i in ids) or len(set(ids)) != len(ids):
+        return f"discord.shard_ids = {ids!r} must be distinct, each below discord.shard_count = {count}"
+    return None
+
+
 # checked after every key passed its own rule, in this order: the first that fails is reported
 RELATIONS = [
     not_above("chat.min_length", "chat.max_length"),
@@ -188,4 +200,5 @@ RELATIONS = [
     not_above("chat.temperature", "chat.max_temperature"),
     (("telegram.mode", "telegram.webhook_url"), _webhook_needs_url),
     (("storage.url", "storage.url_file"), _one_url),
+    (("discord.shard_count", "discord.shard_ids"), _shards_within_count),
 ]

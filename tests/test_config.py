@@ -99,6 +99,9 @@ def test_every_key_has_a_rule():
     ("[discord]\nguilds = [0]\n", "discord.guilds = [0] has 0, which must be at least 1"),
     ('[discord]\nprefix = ""\n', "discord.prefix = '' must be one word"),
     ('[storage]\npath = ""\n', "storage.path = '' must not be empty"),
+    ("[discord]\nshard_ids = [0, 1]\n", "discord.shard_ids needs discord.shard_count"),
+    ("[discord]\nshard_count = 2\nshard_ids = [2]\n", "discord.shard_ids = [2] must be distinct, each below"),
+    ("[discord]\nshard_count = 2\nshard_ids = [1, 1]\n", "discord.shard_ids = [1, 1] must be distinct"),
 ])
 def test_values_out_of_range_name_the_file_and_the_key(tmp_path, body, named):
     path = tmp_path / "c.toml"
@@ -238,3 +241,8 @@ def test_the_upper_bounds_are_accepted_and_one_more_is_not(key, high):
     assert getattr(getattr(config.load(None, environ=environ), section), name) == high
     with pytest.raises(config.ConfigError, match=f"{key} = {high + 1} must be at most {high}"):
         config.load(None, environ={**environ, variable: str(high + 1)})
+
+
+def test_shards_split_between_processes_from_the_environment():
+    cfg = config.load(None, environ={"CERVANTES_DISCORD_SHARD_COUNT": "4", "CERVANTES_DISCORD_SHARD_IDS": "2,3"})
+    assert (cfg.discord.shard_count, cfg.discord.shard_ids) == (4, [2, 3])

@@ -155,11 +155,15 @@ class MessageOutput(_Reply):
         await message.edit(content=text, allowed_mentions=NO_MENTIONS, **extra)
 
 
-class DiscordClient(discord.Client):
-    """discord.py's client with its command tree, as in discord.py's app_commands examples."""
+class DiscordClient(discord.AutoShardedClient):
+    """discord.py's client with its command tree, as in discord.py's app_commands examples. Sharded:
+    `[discord] shard_count` (0: Discord's recommendation) and `shard_ids` (this process's; all when
+    empty). DMs arrive on shard 0."""
 
     def __init__(self, adapter: DiscordAdapter, intents: discord.Intents):
-        super().__init__(intents=intents, allowed_mentions=NO_MENTIONS)
+        config = adapter.config
+        super().__init__(intents=intents, allowed_mentions=NO_MENTIONS, shard_count=config.shard_count or None,
+                         shard_ids=list(config.shard_ids) or None)
         self.adapter = adapter
         self.tree = app_commands.CommandTree(self)
 
@@ -233,6 +237,22 @@ class DiscordAdapter:
         await self.client.close()
         if self._connection is not None:
             await asyncio.gather(self._connection, return_exceptions=True)
+
+    async def halt(self) -> None:
+        """Stop at once (this process lost its leadership: bot/process/leader.py): replies being
+        written are not finished, the gateway and the HTTP session close."""
+        await self.stop(grace_s=0)
+
+    @property
+    def shards(self) -> dict[int, bool]:
+        """Each shard this process runs: connected (ready, its gateway socket open) or not."""
+        ready = self.client.is_ready()
+        return {i: ready and not shard.is_closed() for i, shard in sorted(self.client.shards.items())}
+
+    @property
+    def connected(self) -> bool:
+        shards = self.shards
+        return bool(shards) and all(shards.values()) and not self.client.is_closed()
 
     def _connection_ended(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:

@@ -273,6 +273,12 @@ class TelegramAdapter:
         except (TelegramError, RuntimeError, asyncio.TimeoutError) as exc:  # an updater that would not stop
             log.warning("telegram adapter did not shut down cleanly: %s", describe(exc))
 
+    async def halt(self) -> None:
+        """Stop sending at once (this process lost its leadership: bot/process/leader.py): what is
+        queued or in flight is dropped, then the adapter stops."""
+        await self.outbox.close(grace_s=0)
+        await self.stop()
+
     async def _publish_commands(self) -> None:
         """Private chats: every command but /ajustes; groups: the writing ones; groups' admins: all."""
         def menu(names):

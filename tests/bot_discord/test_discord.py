@@ -8,6 +8,7 @@ handler time.monotonic() stands still, which makes the pace of edits exact to te
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import discord
 import pytest
@@ -87,7 +88,10 @@ def config(model_dir, edit_interval_s, discord_options, chat_options, storage_op
 async def env(config):
     async with open_runtime(config) as runtime:
         adapter = DiscordAdapter(runtime.commands, config.discord, token="never used by simcord")
-        env = simcord.Env(adapter.client, settle_timeout=30)  # the first generation compiles
+        # shard_count 0 asks Discord for its recommendation, which simcord does not model: one shard,
+        # what Discord recommends below 1,000 servers
+        env = simcord.Env(adapter.client, settle_timeout=30,  # the first generation compiles
+                          shard_count=None if config.discord.shard_count else 1)
         await env.start()
         try:
             yield env
@@ -400,7 +404,7 @@ async def test_buttons_work_after_a_restart(config):
     env = None
     try:
         async with open_runtime(config) as runtime:
-            env = simcord.Env(new_client(runtime), settle_timeout=30)
+            env = simcord.Env(new_client(runtime), settle_timeout=30, shard_count=1)
             await env.start()
             guild = env.create_guild()
             channel, alice = guild.create_text_channel("general"), guild.add_member(env.create_user("alice"))
@@ -736,3 +740,51 @@ async def test_a_stop_under_load_keeps_its_budget_and_counts_the_commands_it_cut
     assert took <= serve.STOP_BUDGET_S, f"the stop took {took:.1f} s"
     assert len(lines) == 10 and all(f["outcome"] in ("ok", "stopping") for f in lines), lines
     assert sum(f["outcome"] == "stopping" for f in lines) >= 5, lines
+
+
+# --- shards ---------------------------------------------------------------------------------------
+# simcord routes each gateway event to the shard Discord would ((guild_id >> 22) % shard_count, and
+# everything without a guild, DMs included, to shard 0). It does not model Discord's shard
+# recommendation (GET /gateway/bot, for shard_count = 0), IDENTIFY's rate limit between shards, nor
+# a shard's session being resumed elsewhere.
+
+@pytest.mark.parametrize("discord_options", [{"shard_count": 2}])
+async def test_a_dm_arrives_on_shard_0_and_is_answered(env):
+    assert sorted(env.bot.shards) == [0, 1]
+    bob = env.create_user("bob")
+    await bob.send_dm("!temperatura 0,5")
+    (answer,) = [m for m in bob.dm_channel.history() if m.author.id == env.bot.user.id]
+    assert answer.content == messages.TEMPERATURE_SET.format(value="0,5")
+    assert env.bot.adapter.shards == {0: True, 1: True}
+
+
+@pytest.mark.parametrize("discord_options", [{"shard_count": 2, "shard_ids": [1]}])
+async def test_a_process_runs_only_its_shards_and_health_names_each(env, tmp_path):
+    """Shard 1 of 2 here: the servers of shard 1 are answered, those of shard 0 are another
+    process's, and so are DMs."""
+    channels = {}
+    for shard in (1, 0):
+        guild = env.create_guild(shard_id=shard)
+        channels[shard] = guild.create_text_channel("general")
+        await guild.add_member(env.create_user(f"u{shard}")).send(channels[shard], "!temperatura 0,5")
+    assert [len(bot_messages(env, channels[shard])) for shard in (0, 1)] == [0, 1]
+    bob = env.create_user("bob")
+    await bob.send_dm("!temperatura 0,5")
+    assert not [m for m in bob.dm_channel.history() if m.author.id == env.bot.user.id]
+
+    from bot.process import health, status
+
+    def line() -> str:
+        path = tmp_path / "status.json"
+        report = {"updated_at": time.time(), "model": {"id": "m", "loaded": True},
+                  "worker": {"alive": True, "progress_at": time.time()},
+                  "adapters": {"discord": status.adapter_state(env.bot.adapter)}}
+        status.write(path, report)
+        try:
+            return health.check(path).line()
+        finally:
+            path.unlink()
+
+    assert line().endswith("discord connected (shard 1 connected)")
+    await env.bot.shards[1].disconnect()
+    assert line() == "FAIL: discord DISCONNECTED (shard 1 DISCONNECTED)"

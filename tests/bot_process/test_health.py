@@ -17,7 +17,7 @@ def report(**changes) -> dict:
             "worker": {"alive": True, "progress_at": NOW - 1, "waiting": 0, "active": 0},
             "adapters": {"telegram": {"connected": True, "last_ok": NOW - 3}}}
     for key, value in changes.items():
-        base[key] = {**base[key], **value} if isinstance(value, dict) and key != "adapters" else value
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) and key != "adapters" else value
     return base
 
 
@@ -143,3 +143,39 @@ def test_the_status_file_is_private_and_written_through_a_name_no_one_can_plant(
     status.write(path, report(pid=9))
     assert victim.read_text() == "keep" and not path.is_symlink() and status.read(path)["pid"] == 9
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.db.status.json", "c.db.status.json.partial", "victim"]
+
+
+# --- several processes, one active (bot/process/leader.py) ------------------------------------------
+
+def elected(role: str, **more) -> dict:
+    return {"telegram": {"role": role, "error": None, "since": NOW - 40, "duty": "telegram bot 1", **more}}
+
+
+@pytest.mark.parametrize("changes, ok, line", [
+    (dict(election=elected("active")), True,
+     "ok: active for telegram; model m1, worker 1 s ago, telegram connected (last ok 3 s ago)"),
+    (dict(election=elected("standby"), adapters={}), True,
+     "ok: standby for telegram (another process is active); model m1, worker 1 s ago, no adapters"),
+    (dict(election=elected("taking over"), adapters={}), True,
+     "ok: taking over for telegram; model m1, worker 1 s ago, no adapters"),
+    (dict(election=elected("offline", error="ConnectionRefusedError: [Errno 111] Connect call failed"),
+          adapters={}), False,
+     "FAIL: the database cannot be reached (since 40 s ago): ConnectionRefusedError: [Errno 111] Connect "
+     "call failed; not standing by for telegram"),
+    (dict(election=elected("active"), adapters={}), False, "FAIL: active for telegram, its adapter still starting"),
+    (dict(election=elected("joining"), adapters={}), False, "FAIL: still joining the election for telegram"),
+])
+def test_an_elected_process_says_which_it_is(tmp_path, changes, ok, line):
+    v = verdict(tmp_path, **changes)
+    assert (v.ok, v.line()) == (ok, line)
+
+
+def test_where_the_status_file_lives(monkeypatch):
+    from config import StorageSection
+
+    monkeypatch.setattr(status.socket, "gethostname", lambda: "web-2")
+    assert status.path_of(StorageSection(path="/data/c.db")) == status.path_for("/data/c.db")
+    assert str(status.path_of(StorageSection(path="/data/c.db", url="postgresql://db/c"))) == \
+        "/data/cervantes-web-2.status.json"
+    assert str(status.path_of(StorageSection(path="/data/c.db", url="postgresql://db/c",
+                                             status_path="/run/a.json"))) == "/run/a.json"

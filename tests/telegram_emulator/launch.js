@@ -10,7 +10,8 @@
 // soon as it answers, even to a long poll whose client has gone. The routes below go in front of
 // the built-in ones and give those methods the Bot API's behaviour, errors included (400 "message
 // is not modified", "message is too long", ...). Two client routes of ours help the test:
-//   POST /calls    {token}                     every Bot API call the bot made, in order
+//   POST /calls    {token}                     every Bot API call the bot made, in order (with the
+//                                              Host it was addressed to: `via`)
 //   POST /failNext {token, method, error_code, description, retry_after, migrate_to_chat_id, times}
 //                                              the bot's next `times` calls of `method` fail
 //                                              with that error (429 + retry_after: RetryAfter;
@@ -292,7 +293,10 @@ function patchedRoutes(app, server) {
   app.all('/bot:token/:method', (req, res, next) => {
     const { token, method } = req.params;
     const params = { ...req.query, ...req.body };
-    if (method !== 'getUpdates') calls.push({ token, method, params, at: Date.now() });
+    // `via`: the Host the call was addressed to. Not a Bot API behaviour, bookkeeping for the tests:
+    // replicas of one bot given different addresses of this emulator (127.0.0.1, localhost) can
+    // be told apart, as a bot's calls from two machines could be by their source address.
+    if (method !== 'getUpdates') calls.push({ token, method, params, at: Date.now(), via: req.headers.host });
     const i = failures.findIndex((f) => f.token === token && f.method === method);
     if (i >= 0) {
       const f = failures[i];
