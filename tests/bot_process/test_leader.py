@@ -231,8 +231,8 @@ async def test_a_chats_settings_and_continuation_survive_a_takeover(pair, users)
     text = (await users.wait_for(chat, lambda r: len(r) > before and len(r[before]) >= len("Sancho dijo") + 120))[before]
     old.kill()
     await wait_until(lambda: new.role() == "active", 30, "the standby to take over")
-    assert (await users.reply_to("/temperatura", chat)).startswith(
-        messages.TEMPERATURE_IS.format(value="0,3", tmin="", tmax="").split("0,3")[0] + "0,3")
+    shown = await users.reply_to("/temperatura", chat)
+    assert shown.startswith("La temperatura de este chat es 0,3."), shown
     before = len(await users.replies(chat))
     await users.say("/continuar", chat)
     more = (await users.wait_for(chat, lambda r: len(r) > before and len(r[before]) >= 120))[before]
