@@ -11,7 +11,7 @@ import sys
 
 from bot.process.startup import StartupError
 from config import ConfigError, load, stray_variables
-from cli.ops import cmd_backup, cmd_health
+from cli.ops import cmd_backup, cmd_health, cmd_migrate_storage
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter (CUDA probes)
 
@@ -329,6 +329,13 @@ def parser() -> argparse.ArgumentParser:
     k = sub.add_parser("backup", help="copy the database, safely while the bot runs")
     k.add_argument("path", help="the file to write")
     k.set_defaults(func=cmd_backup, tensorflow=False)
+
+    m = sub.add_parser("migrate-storage", help="copy the SQLite database ([storage] path) into an empty "
+                                               "PostgreSQL database, and check the row counts")
+    m.add_argument("--to", required=True, metavar="URL",
+                   help="postgresql://user@host:port/dbname (password: PGPASSWORD or PGPASSFILE; "
+                        "'-' reads the whole URL from standard input)")
+    m.set_defaults(func=cmd_migrate_storage, tensorflow=False)
 
     b = sub.add_parser("bench", help="characters per second and latency against the notebook's way")
     b.add_argument("--quick", action="store_true", help="fewer repeats")

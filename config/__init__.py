@@ -44,9 +44,30 @@ class CorpusSection:
 
 @dataclass(frozen=True)
 class StorageSection:
-    path: str = "cervantes.db"  # SQLite file with every chat's settings and continuation
+    path: str = "cervantes.db"  # SQLite file with every chat's settings and continuation (when url is empty)
+    url: str = field(default="", repr=False)  # postgresql://user@host:port/dbname: PostgreSQL instead of the file; password via PGPASSWORD/PGPASSFILE
+    url_file: str = ""  # a file holding the whole URL, password included (instead of url)
     keep_days: int = 90  # a chat idle this many days is deleted; 0 keeps chats until /olvidar
     replies_per_chat: int = 50  # replies per chat whose buttons still work; older ones are deleted
+    status_path: str = ""  # status file for `cervantes health`; empty: beside the database (docs/operations.md)
+
+    @property
+    def shared(self) -> bool:
+        """PostgreSQL (url or url_file): several processes share it, and elect one active one (bot/process/leader.py)."""
+        return bool(self.url or self.url_file)
+
+    def database(self) -> str:
+        """What Storage opens: the PostgreSQL URL (from url, or read from url_file now), else the path."""
+        if self.url_file:
+            try:
+                url = Path(self.url_file).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"storage.url_file: cannot read {self.url_file}: "
+                                  f"{getattr(exc, 'strerror', None) or exc}") from None
+            if problem := checks.postgresql_url(url) or (None if url else "is empty"):
+                raise ConfigError(f"storage.url_file: the URL in {self.url_file} {problem}")
+            return url
+        return self.url or self.path
 
 
 @dataclass(frozen=True)
@@ -72,6 +93,7 @@ class ChatSection:
     max_seed_chars: int = 500  # a longer seed keeps its last characters
     rate_limit_per_minute: int = 12  # commands per chat per minute, of any kind; 0 means no limit
     user_rate_limit_per_minute: int = 6  # commands per member per minute in a group; 0 means no limit
+    group_settings: str = "admins"  # who changes settings and uses /olvidar in groups and servers: "admins" or "everyone"
 
 
 @dataclass(frozen=True)
@@ -95,6 +117,8 @@ class DiscordSection:
     guilds: list[int] = field(default_factory=list)  # sync to these guilds only (instant; testing)
     message_content: bool = True  # privileged intent, needed for prefix commands
     edit_interval_s: float = 1.0  # at most one edit of a streamed reply per channel this often
+    shard_count: int = 0  # gateway shards in all; 0 means Discord's recommendation
+    shard_ids: list[int] = field(default_factory=list)  # the shards this process runs; empty: all
 
 
 @dataclass(frozen=True)
@@ -204,7 +228,8 @@ def _check(config: Config, origins: dict[str, str]) -> None:
 
     for dotted, rule in checks.RULES.items():
         if problem := rule(value(dotted)):
-            raise ConfigError(f"{origins.get(dotted, 'defaults')}: {dotted} = {value(dotted)!r} {problem}")
+            shown = checks.without_password(value(dotted)) if dotted in checks.SECRET_BEARING else value(dotted)
+            raise ConfigError(f"{origins.get(dotted, 'defaults')}: {dotted} = {shown!r} {problem}")
     for keys, relation in checks.RELATIONS:
         if problem := relation(*map(value, keys)):
             where = next((origins[k] for k in keys if k in origins), "defaults")

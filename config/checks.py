@@ -8,9 +8,17 @@ where the value came from (the file or the environment variable) to the message.
 from __future__ import annotations
 
 import math
+import re
 import typing
 
 Rule = typing.Callable[[typing.Any], "str | None"]
+
+# Upper bounds, each what the value's use can hold:
+MAX_REPLY_CHARS = 10_000  # a reply: 3 Telegram messages, 5 Discord ones, written well within request_timeout_s
+MAX_SEED_CHARS = 4096  # no message brings a longer seed (Telegram's 4096); every prime call is this wide
+MAX_PER_MINUTE = 1000  # a rate limit: far above what Telegram or Discord deliver to one chat (about 60 a minute)
+MAX_SNOWFLAKE = 2**64 - 1  # a Discord id is 64 bits
+MAX_SHARDS = 2**16  # a shard count: far above what Discord recommends (one shard per 1,000 to 2,500 servers)
 
 
 def anything(value) -> str | None:
@@ -71,6 +79,38 @@ def single_word(value: str) -> str | None:
     return None if value and not any(c.isspace() for c in value) else "must be one word, no spaces"
 
 
+def not_memory(value: str) -> str | None:
+    """storage.path: a file. sqlite's ":memory:" is a new empty database for each connection."""
+    if problem := filled(value):
+        return problem
+    if value.strip() == ":memory:":
+        return ("would give the bot's reader and writer two different empty databases, lost at exit: "
+                "name a file")
+    return None
+
+
+def postgresql_url(value: str) -> str | None:
+    """storage.url: empty, or postgresql://... (the message never repeats a password)."""
+    if not value:
+        return None
+    if value.startswith(("postgresql://", "postgres://")) and not any(c.isspace() for c in value):
+        return None
+    return "must be a postgresql://user@host:port/dbname URL"
+
+
+SECRET_BEARING = {"storage.url"}  # shown without a password in messages
+
+
+def without_password(url: str) -> str:
+    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
+# what SQL's integers hold (SQLite's INTEGER, PostgreSQL's BIGINT): replies_per_chat is a LIMIT/OFFSET
+SQL_INT_MAX = 2**63 - 1
+# keep_days in seconds, as a 64-bit integer (about 292 billion years: more would overflow the cutoff)
+KEEP_DAYS_MAX = SQL_INT_MAX // 86400
+
+
 def each(rule: Rule) -> Rule:
     def check(values: list) -> str | None:
         for value in values:
@@ -86,9 +126,12 @@ RULES: dict[str, Rule] = {
     "corpus.path": anything,
     "corpus.strip_accents": anything,
     "corpus.extra": anything,
-    "storage.path": filled,
-    "storage.keep_days": whole(0),
-    "storage.replies_per_chat": whole(1),
+    "storage.path": not_memory,
+    "storage.url": postgresql_url,
+    "storage.url_file": anything,
+    "storage.keep_days": whole(0, KEEP_DAYS_MAX),
+    "storage.replies_per_chat": whole(1, SQL_INT_MAX),
+    "storage.status_path": anything,
     "generation.max_batch": whole(1),
     "generation.max_wait_ms": whole(0),
     "generation.chunk_steps": whole(1),
@@ -98,14 +141,15 @@ RULES: dict[str, Rule] = {
     "generation.top_p": fraction,
     "generation.words": one_of("book", "free"),
     "chat.temperature": number(0),
-    "chat.length": whole(1),
+    "chat.length": whole(1, MAX_REPLY_CHARS),
     "chat.min_temperature": number(0),
     "chat.max_temperature": number(0),
-    "chat.min_length": whole(1),
-    "chat.max_length": whole(1),
-    "chat.max_seed_chars": whole(1),
-    "chat.rate_limit_per_minute": whole(0),
-    "chat.user_rate_limit_per_minute": whole(0),
+    "chat.min_length": whole(1, MAX_REPLY_CHARS),
+    "chat.max_length": whole(1, MAX_REPLY_CHARS),
+    "chat.max_seed_chars": whole(1, MAX_SEED_CHARS),
+    "chat.rate_limit_per_minute": whole(0, MAX_PER_MINUTE),
+    "chat.user_rate_limit_per_minute": whole(0, MAX_PER_MINUTE),
+    "chat.group_settings": one_of("admins", "everyone"),
     "telegram.mode": one_of("polling", "webhook"),
     "telegram.base_url": http_url(),
     "telegram.webhook_url": http_url(empty_ok=True),
@@ -115,12 +159,14 @@ RULES: dict[str, Rule] = {
     "telegram.stream_after_s": number(0),
     "telegram.max_delivery_s": number(above=0),
     "telegram.inline_length": whole(1, 3840),  # with a query's 256 characters, within a message's 4096
-    "telegram.inline_rate_limit_per_minute": whole(0),
+    "telegram.inline_rate_limit_per_minute": whole(0, MAX_PER_MINUTE),
     "discord.prefix": single_word,
     "discord.sync_commands": anything,
-    "discord.guilds": each(whole(1)),
+    "discord.guilds": each(whole(1, MAX_SNOWFLAKE)),
     "discord.message_content": anything,
     "discord.edit_interval_s": number(0),
+    "discord.shard_count": whole(0, MAX_SHARDS),
+    "discord.shard_ids": each(whole(0, MAX_SHARDS - 1)),
     "logging.level": one_of("DEBUG", "INFO", "WARNING", "ERROR", ignore_case=True),
     "logging.format": one_of("text", "json"),
     "metrics.port": whole(0, 65535),
@@ -135,8 +181,20 @@ def not_above(low: str, high: str):
     return (low, high), problem
 
 
+def _one_url(url: str, url_file: str) -> str | None:
+    return "storage.url and storage.url_file are both set: keep one" if url and url_file else None
+
+
 def _webhook_needs_url(mode: str, url: str) -> str | None:
     return 'telegram.mode = "webhook" needs telegram.webhook_url' if mode == "webhook" and not url else None
+
+
+def _shards_within_count(count: int, ids: list[int]) -> str | None:
+    if ids and not count:
+        return "discord.shard_ids needs discord.shard_count: the shards are split out of a known number"
+    if any(i >= count for i in ids) or len(set(ids)) != len(ids):
+        return f"discord.shard_ids = {ids!r} must be distinct, each below discord.shard_count = {count}"
+    return None
 
 
 # checked after every key passed its own rule, in this order: the first that fails is reported
@@ -148,4 +206,6 @@ RELATIONS = [
     not_above("chat.min_temperature", "chat.temperature"),
     not_above("chat.temperature", "chat.max_temperature"),
     (("telegram.mode", "telegram.webhook_url"), _webhook_needs_url),
+    (("storage.url", "storage.url_file"), _one_url),
+    (("discord.shard_count", "discord.shard_ids"), _shards_within_count),
 ]

@@ -1,4 +1,5 @@
-"""Per-chat settings and continuations in SQLite: a small async repository and its migrations."""
+"""Per-chat settings, continuations and replies, in an SQLite file or PostgreSQL: a small async repository
+above two engines (storage.engines), and its migrations."""
 
 from storage.repository import (
     TAIL_CHARS,

@@ -1,24 +1,22 @@
-"""Per-chat settings and continuations in one SQLite file, behind a small async repository.
+"""Per-chat settings, continuations and replies behind a small async repository, on either store.
 
-Two aiosqlite connections in autocommit mode. Writes go through one and hold an asyncio.Lock while
-they run, so transactions (explicit BEGIN IMMEDIATE ... COMMIT) never interleave on it. Reads go
-through the other, without the lock: a write that waits for another process's lock (up to the busy
-timeout) never holds them up, since in WAL mode a reader sees the last commit while a writer works.
+The SQL and the promises are written once here; what differs between an SQLite file and a PostgreSQL
+database (connections, locking, the schema's version, errors, backups) is the engine's business
+(storage.engines). `Storage("cervantes.db")` opens the file, `Storage("postgresql://...")` the server.
 
 Unreadable rows are logged and deleted (in the background, and only if still unchanged by then),
-never raised. Trouble with the file or the disk is a StorageError naming the file, reads included
-(storage.errors); the reads stay usable when writes fail.
+never raised. Trouble with the database (a file or disk, or a server that cannot be reached) is a
+StorageError naming it, reads included; the reads stay usable when writes fail.
 
 Each write records when its chat was last active (table `chats`). With `keep_days`, a background
 task deletes the chats idle longer than that: once at start and every `prune_every_s` after,
-PRUNE_BATCH chats a transaction. The files are private (storage.files); the chat tags in logs are
-keyed by a secret of this installation (storage.tags).
+PRUNE_BATCH chats a transaction. The chat tags in logs are keyed by a secret of this installation
+(storage.tags): a file beside an SQLite database, a row in a PostgreSQL one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import numbers
@@ -29,12 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator, NamedTuple
 
-import aiosqlite
 import numpy as np
 
-from storage import files, tags
-from storage.errors import StorageError, translated
-from storage.migrations import MIGRATIONS, check_schema, migrate, user_version
+from storage import tags
+from storage.engines import Engine, SQLiteEngine, Tx, engine_for
+from storage.errors import StorageError
+from storage.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +40,11 @@ TAIL_CHARS = 500  # characters of the text so far kept to re-prime when the mode
 BUSY_TIMEOUT_MS = 5000  # how long a write waits for another process's lock before failing
 PRUNE_BATCH = 500  # idle chats deleted a transaction: the write lock is held a few ms at a time
 REPLIES_PER_CHAT = 50  # replies kept per chat for their buttons; older ones are deleted
+GROUP_SETTINGS = (None, "admins", "everyone")  # Settings.group_settings: None is the configured default
 PRUNE_EVERY_S = 3600.0  # how often the background task looks for idle chats
 DAY_S = 86400.0
 _NOT_STARTED = "Storage is not started (await Storage.open(path) or start())"
+SQL_INT_MAX = 2**63 - 1  # SQLite's INTEGER, PostgreSQL's BIGINT
 
 
 class ChatKey(NamedTuple):
@@ -61,6 +61,7 @@ class ChatKey(NamedTuple):
 class Settings:
     temperature: float | None = None  # None: the configured default
     length: int | None = None  # characters to generate; None: the configured default
+    group_settings: str | None = None  # who changes them in a group: "admins" or "everyone"; None: the configured default
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: a numpy array has no single truth value
@@ -126,42 +127,57 @@ def _key(key) -> ChatKey:
 
 
 class Storage:
-    """`async with await Storage.open(path) as storage:` or `Storage(path)`, `await start()`, `await close()`."""
+    """`async with await Storage.open(target) as storage:` or `Storage(target)`, `await start()`, `await close()`.
 
-    def __init__(self, path: str | os.PathLike, *, read_only: bool = False,
+    `target`: the SQLite file's path, or a postgresql:// URL (storage.engines).
+    """
+
+    def __init__(self, target: str | os.PathLike, *, read_only: bool = False,
                  busy_timeout_ms: int = BUSY_TIMEOUT_MS, keep_days: int | None = None,
                  replies_per_chat: int = REPLIES_PER_CHAT, prune_every_s: float = PRUNE_EVERY_S,
                  clock=time.time):
         if keep_days is not None and not (isinstance(keep_days, numbers.Integral)
-                                          and not isinstance(keep_days, bool) and keep_days >= 0):
+                                          and not isinstance(keep_days, bool) and 0 <= keep_days
+                                          and keep_days * DAY_S <= SQL_INT_MAX):
             raise ValueError(f"keep_days must be a whole number >= 0 or None, got {keep_days!r}")
-        self.path = Path(path)
-        self.read_only = read_only  # opened with ?mode=ro: every write raises StorageError
+        self.engine: Engine = engine_for(target, read_only=read_only, busy_timeout_ms=busy_timeout_ms)
+        self.where = self.engine.where  # names the database in messages: never a password
+        self.read_only = read_only  # every write raises StorageError
         # chats idle longer than this many days are deleted; None (or 0): kept until /olvidar.
-        # Only the bot passes it: a tool that opens the file (health, backup) never prunes.
+        # Only the bot passes it: a tool that opens the database (health, backup) never prunes.
         self.keep_days = int(keep_days) if keep_days else None
         if not (isinstance(replies_per_chat, numbers.Integral) and not isinstance(replies_per_chat, bool)
-                and replies_per_chat >= 1):
-            raise ValueError(f"replies_per_chat must be a whole number >= 1, got {replies_per_chat!r}")
+                and 1 <= replies_per_chat <= SQL_INT_MAX):  # an OFFSET in SQL
+            raise ValueError(f"replies_per_chat must be a whole number from 1 to {SQL_INT_MAX}, "
+                             f"got {replies_per_chat!r}")
         self.replies_per_chat = int(replies_per_chat)  # a chat's older replies are deleted
         self._prune_every_s = float(prune_every_s)
         self._clock = clock  # unix seconds, for `chats.last_active`; tests pass their own
-        self._busy_timeout_ms = int(busy_timeout_ms)
-        self._db: aiosqlite.Connection | None = None  # the writer
-        self._reader: aiosqlite.Connection | None = None
+        self._started = False
         self._secret: bytes | None = None
-        self._lock = asyncio.Lock()  # the writer's
         self._pruner: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()  # deletions of unreadable rows
 
+    @property
+    def path(self) -> Path:
+        """The SQLite file (AttributeError on PostgreSQL, which has no file)."""
+        if not isinstance(self.engine, SQLiteEngine):
+            raise AttributeError(f"{self.where} is not a file")
+        return self.engine.path
+
+    @property
+    def _db(self):
+        """The SQLite writer connection; tests reach it to make the disk look full."""
+        return self.engine._db
+
     @classmethod
-    async def open(cls, path: str | os.PathLike, **kwargs) -> "Storage":
-        storage = cls(path, **kwargs)
+    async def open(cls, target: str | os.PathLike, **kwargs) -> "Storage":
+        storage = cls(target, **kwargs)
         await storage.start()
         return storage
 
     async def __aenter__(self) -> "Storage":
-        if self._db is None:
+        if not self._started:
             await self.start()
         return self
 
@@ -169,79 +185,25 @@ class Storage:
         await self.close()
 
     async def start(self) -> None:
-        """Open both connections, bring the schema up to date, install the tag secret, start pruning."""
-        if self._db is not None:
+        """Connect, bring the schema up to date, install the tag secret, start pruning."""
+        if self._started:
             raise RuntimeError("Storage already started")
-        if self.read_only and not self.path.is_file():
-            raise StorageError(f"{self.path}: could not open the database: the file does not exist")
-        if not self.read_only:
-            files.create_private(self.path)  # a new one 0600 before sqlite: -wal and -shm take its mode
-        async with contextlib.AsyncExitStack() as opened:
-            writer = await self._connect()
-            opened.push_async_callback(writer.close)
-            with translated("open the database", self.path):
-                await self._configure(writer)
-            if not self.read_only:  # ours (check_schema): made private if an older version left it open
-                for path in (self.path, *files.side_files(self.path)):
-                    files.tighten(path)
-            reader = await self._connect()
-            opened.push_async_callback(reader.close)
-            with translated("open the database", self.path):
-                await reader.execute("PRAGMA query_only = ON")
-            secret = tags.load_secret(self.path, create=not self.read_only)
-            opened.pop_all()
-        self._db, self._reader, self._secret = writer, reader, secret
-        tags.install(secret)
+        self._secret = await self.engine.start(len(MIGRATIONS))
+        self._started = True
+        tags.install(self._secret)
         if self.keep_days and not self.read_only:
-            self._pruner = asyncio.create_task(self._prune_forever(), name=f"prune {self.path.name}")
-
-    async def _connect(self) -> aiosqlite.Connection:
-        with translated("open the database", self.path):
-            if self.read_only:
-                db = await aiosqlite.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True,
-                                             isolation_level=None)
-            else:
-                db = await aiosqlite.connect(self.path, isolation_level=None)
-            try:
-                # PRAGMAs take no parameters; the timeout is an int we made.
-                await db.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-            except BaseException:
-                await db.close()
-                raise
-        return db
-
-    async def _configure(self, db: aiosqlite.Connection) -> None:
-        await db.execute("PRAGMA foreign_keys = ON")
-        version = await user_version(db)
-        if version > len(MIGRATIONS):
-            raise StorageError(f"{self.path} is at schema version {version}, newer than this "
-                               f"program's {len(MIGRATIONS)}: run a newer cervantes")
-        await check_schema(db, self.path)  # another program's file is refused before any change
-        if self.read_only:
-            if version < len(MIGRATIONS):
-                raise StorageError(f"{self.path} is at schema version {version}, older than "
-                                   f"{len(MIGRATIONS)}: open it once writable to upgrade it")
-            return
-        (mode,) = (await db.execute_fetchall("PRAGMA journal_mode = WAL"))[0]
-        if mode != "wal":
-            log.warning("%s: journal_mode is %s, not wal", self.path, mode)
-        await db.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; fsync at checkpoints
-        # deleted rows (/olvidar, retention) are overwritten with zeros, not left in free space
-        await db.execute("PRAGMA secure_delete = ON")
-        await migrate(db)
+            self._pruner = asyncio.create_task(self._prune_forever(), name="prune idle chats")
 
     async def close(self) -> None:
-        """Stop pruning, let the deletions and writes in flight finish, close both connections."""
+        """Stop pruning, let the deletions and writes in flight finish, close the connections."""
         if self._pruner is not None:
             self._pruner.cancel()
             await asyncio.gather(self._pruner, return_exceptions=True)
             self._pruner = None
         await asyncio.gather(*self._background, return_exceptions=True)
-        async with self._lock:  # lets a write in flight finish first
-            if self._db is not None:
-                (db, self._db), (reader, self._reader) = (self._db, None), (self._reader, None)
-                await reader.close()
-                await db.close()
+        if self._started:
+            self._started = False
+            await self.engine.close()
 
     def tag(self, key: ChatKey | tuple[str, str | int]) -> str:
         """The chat's tag in logs under this installation's secret (ChatKey.tag, once installed)."""
@@ -252,53 +214,37 @@ class Storage:
     # --- the plumbing every method goes through -------------------------------------------------
 
     @asynccontextmanager
-    async def _writing(self, doing: str) -> AsyncIterator[aiosqlite.Connection]:
-        """The writer connection, alone; sqlite errors become StorageError."""
-        async with self._lock:
-            if self._db is None:
-                raise RuntimeError(_NOT_STARTED)
-            with translated(doing, self.path):
-                yield self._db
+    async def _writing(self, doing: str) -> AsyncIterator[Tx]:
+        """One transaction (the engine's), committed at the end or rolled back on any error; errors
+        with the database become StorageError."""
+        if not self._started:
+            raise RuntimeError(_NOT_STARTED)
+        async with self.engine.writing(doing) as tx:
+            yield tx
 
     async def _read(self, doing: str, sql: str, parameters: tuple = ()) -> list[tuple]:
-        """One statement on the reader connection: no lock, no wait for writes; errors are StorageError."""
-        if self._reader is None:
+        """One statement that never waits for writes; errors are StorageError."""
+        if not self._started:
             raise RuntimeError(_NOT_STARTED)
-        with translated(doing, self.path):
-            return list(await self._reader.execute_fetchall(sql, parameters))
-
-    @staticmethod
-    @asynccontextmanager
-    async def _transaction(db: aiosqlite.Connection) -> AsyncIterator[None]:
-        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error (COMMIT itself may hit a full disk)."""
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            await db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                try:
-                    await db.execute("ROLLBACK")
-                except Exception as exc:  # keep the first error; this one only adds to it
-                    log.warning("rollback failed: %s", exc)
-            raise
+        return await self.engine.read(doing, sql, parameters)
 
     _TOUCH = """
         INSERT INTO chats (platform, chat_id, last_active) VALUES (?, ?, ?)
         ON CONFLICT (platform, chat_id) DO UPDATE SET last_active = excluded.last_active
     """
 
-    async def _touch(self, db: aiosqlite.Connection, key: ChatKey) -> None:
+    async def _touch(self, db: Tx, key: ChatKey) -> None:
         """The chat was active now (inside the transaction of its write)."""
         await db.execute(self._TOUCH, (*key, float(self._clock())))
 
     # Deletes a row only if it is still the one that was read: a good row saved since stays.
+    # {same}: the engine's null-safe "=".
     _DISCARD = {
         "chat_settings": "DELETE FROM chat_settings WHERE platform = ? AND chat_id = ? "
-                         "AND temperature IS ? AND length IS ?",
-        "continuations": "DELETE FROM continuations WHERE platform = ? AND chat_id = ? AND state IS ? "
-                         "AND units IS ? AND model_id IS ? AND last_char IS ? AND tail IS ? "
-                         "AND updated_at IS ? AND random_seed IS ? AND position IS ?",
+                         "AND temperature {same} ? AND length {same} ? AND group_settings {same} ?",
+        "continuations": "DELETE FROM continuations WHERE platform = ? AND chat_id = ? AND state {same} ? "
+                         "AND units {same} ? AND model_id {same} ? AND last_char {same} ? AND tail {same} ? "
+                         "AND updated_at {same} ? AND random_seed {same} ? AND position {same} ?",
         "replies": "DELETE FROM replies WHERE platform = ? AND chat_id = ? AND id = ?",
     }
 
@@ -311,14 +257,15 @@ class Storage:
 
     async def _delete_unchanged(self, table: str, key: ChatKey, row: tuple) -> None:
         try:  # never raises: a read-only file keeps the row, and the next read finds it again
-            async with self._writing("delete an unreadable row") as db, self._transaction(db):
-                await db.execute(self._DISCARD[table], (*key, *row))
+            async with self._writing("delete an unreadable row") as db:
+                await db.execute(self._DISCARD[table].format(same=self.engine.same), (*key, *row))
         except Exception as exc:
             log.warning("could not delete the unreadable row of %s chat #%s: %s", key.platform, key.tag, exc)
 
     # --- settings -------------------------------------------------------------------------------
 
-    _SELECT_SETTINGS = "SELECT temperature, length FROM chat_settings WHERE platform = ? AND chat_id = ?"
+    _SELECT_SETTINGS = ("SELECT temperature, length, group_settings FROM chat_settings "
+                        "WHERE platform = ? AND chat_id = ?")
 
     async def get_settings(self, key: ChatKey | tuple[str, str | int]) -> Settings:
         """The chat's settings; default Settings() for a chat never seen or a row that cannot be read.
@@ -329,13 +276,15 @@ class Storage:
         rows = await self._read("read the settings", self._SELECT_SETTINGS, key)
         if not rows:
             return Settings()
-        temperature, length = rows[0]
+        temperature, length, group_settings = rows[0]
         if temperature is not None and not (_is_finite_number(temperature) and temperature >= 0):
             why = f"temperature {temperature!r:.20} is not a finite number >= 0"
         elif length is not None and not (isinstance(length, int) and length > 0):
             why = f"length {length!r:.20} is not a positive integer"
+        elif group_settings not in GROUP_SETTINGS:
+            why = f"group_settings {group_settings!r:.20} is not one of {GROUP_SETTINGS}"
         else:
-            return Settings(None if temperature is None else float(temperature), length)
+            return Settings(None if temperature is None else float(temperature), length, group_settings)
         self._discard("chat_settings", key, rows[0], why)
         return Settings()
 
@@ -349,7 +298,7 @@ class Storage:
         if value is not None and not (_is_finite_number(value) and value >= 0):
             raise ValueError(f"temperature must be a finite number >= 0 or None, got {value!r}")
         key = _key(key)
-        async with self._writing("save the temperature") as db, self._transaction(db):
+        async with self._writing("save the temperature") as db:
             await db.execute(self._UPSERT_TEMPERATURE, (*key, None if value is None else float(value)))
             await self._touch(db, key)
 
@@ -364,8 +313,22 @@ class Storage:
                                       and value > 0):
             raise ValueError(f"length must be a positive integer or None, got {value!r}")
         key = _key(key)
-        async with self._writing("save the length") as db, self._transaction(db):
+        async with self._writing("save the length") as db:
             await db.execute(self._UPSERT_LENGTH, (*key, None if value is None else int(value)))
+            await self._touch(db, key)
+
+    _UPSERT_GROUP_SETTINGS = """
+        INSERT INTO chat_settings (platform, chat_id, group_settings) VALUES (?, ?, ?)
+        ON CONFLICT (platform, chat_id) DO UPDATE SET group_settings = excluded.group_settings
+    """
+
+    async def set_group_settings(self, key: ChatKey | tuple[str, str | int], value: str | None) -> None:
+        """Who may change the chat's settings: "admins" or "everyone"; None goes back to the configured default."""
+        if value not in GROUP_SETTINGS:
+            raise ValueError(f"group_settings must be one of {GROUP_SETTINGS}, got {value!r}")
+        key = _key(key)
+        async with self._writing("save who changes the settings") as db:
+            await db.execute(self._UPSERT_GROUP_SETTINGS, (*key, value))
             await self._touch(db, key)
 
     # --- continuations --------------------------------------------------------------------------
@@ -402,7 +365,7 @@ class Storage:
 
     async def save_continuation(self, key: ChatKey | tuple[str, str | int], continuation: Continuation) -> None:
         key = _key(key)
-        async with self._writing("save the continuation") as db, self._transaction(db):
+        async with self._writing("save the continuation") as db:
             await db.execute(self._UPSERT_CONTINUATION, (*key, *_continuation_columns(continuation)))
             await self._touch(db, key)
 
@@ -413,6 +376,7 @@ class Storage:
                              random_seed, position, seed, start_state, start_model_id, start_last_char,
                              start_tail)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        RETURNING id
     """
     # the chat's replies but its newest `replies_per_chat`
     _PRUNE_REPLIES = """
@@ -430,11 +394,10 @@ class Storage:
             raise ValueError("a reply began either from a seed or from a start, not both nor neither")
         start_columns = ((_blob(start.state), start.model_id, start.last_char, start.tail) if start
                          else (None, None, None, None))
-        async with self._writing("save the reply") as db, self._transaction(db):
+        async with self._writing("save the reply") as db:
             await db.execute(self._UPSERT_CONTINUATION, (*key, *_continuation_columns(end)))
-            cursor = await db.execute(self._INSERT_REPLY,
-                                      (*key, *_continuation_columns(end), seed, *start_columns))
-            reply_id = cursor.lastrowid
+            ((reply_id,),) = await db.fetch(self._INSERT_REPLY,
+                                            (*key, *_continuation_columns(end), seed, *start_columns))
             await db.execute(self._PRUNE_REPLIES, (*key, *key, self.replies_per_chat))
             await self._touch(db, key)
         return int(reply_id)
@@ -479,18 +442,21 @@ class Storage:
     _DATA_TABLES = ("chat_settings", "continuations", "replies")
     _CHAT_TABLES = (*_DATA_TABLES, "chats")
     _FORGET = {table: f"DELETE FROM {table} WHERE platform = ? AND chat_id = ?" for table in _CHAT_TABLES}
-    # OR IGNORE: a row whose new key is taken stays where it is (and is then deleted with the old chat)
-    _MOVE = {table: f"UPDATE OR IGNORE {table} SET platform = ?, chat_id = ? "
-                    "WHERE platform = ? AND chat_id = ?" for table in _CHAT_TABLES}
+    # A row whose new key is taken stays where it is (and is then deleted with the old chat); replies
+    # are keyed by their id, and all of them move.
+    _MOVE = {table: f"UPDATE {table} SET platform = ?, chat_id = ? WHERE platform = ? AND chat_id = ?"
+                    + ("" if table == "replies" else
+                       f" AND NOT EXISTS (SELECT 1 FROM {table} WHERE platform = ? AND chat_id = ?)")
+             for table in _CHAT_TABLES}
 
     async def forget(self, key: ChatKey | tuple[str, str | int]) -> bool:
         """Delete every row of the chat, all tables in one transaction. True if it had settings or a text."""
         key = _key(key)
         deleted = 0
-        async with self._writing("forget the chat") as db, self._transaction(db):
+        async with self._writing("forget the chat") as db:
             for table, sql in self._FORGET.items():
-                cursor = await db.execute(sql, key)
-                deleted += cursor.rowcount if table in self._DATA_TABLES else 0
+                changed = await db.execute(sql, key)
+                deleted += changed if table in self._DATA_TABLES else 0
         return deleted > 0
 
     async def move_chat(self, old_key: ChatKey | tuple[str, str | int],
@@ -504,10 +470,10 @@ class Storage:
         if old == new:
             return False
         moved = 0
-        async with self._writing("move the chat") as db, self._transaction(db):
+        async with self._writing("move the chat") as db:
             for table in self._CHAT_TABLES:
-                cursor = await db.execute(self._MOVE[table], (*new, *old))
-                moved += cursor.rowcount if table in self._DATA_TABLES else 0
+                changed = await db.execute(self._MOVE[table], (*new, *old) + (() if table == "replies" else new))
+                moved += changed if table in self._DATA_TABLES else 0
                 await db.execute(self._FORGET[table], old)
             await self._touch(db, new)
         return moved > 0
@@ -527,12 +493,12 @@ class Storage:
             cutoff = self._clock() - self.keep_days * DAY_S
             if not await self._read("look for idle chats", self._IDLE, (cutoff, 1)):
                 return pruned
-            async with self._writing("delete idle chats") as db, self._transaction(db):
-                keys = list(await db.execute_fetchall(self._IDLE, (cutoff, batch)))
+            async with self._writing("delete idle chats") as db:
+                keys = await db.fetch(self._IDLE, (cutoff, batch))
                 for sql in self._FORGET.values():
                     await db.executemany(sql, keys)
             pruned += len(keys)
-            await asyncio.sleep(0)  # asyncio.Lock is fair: a write that waited goes first
+            await asyncio.sleep(0)  # SQLite's writer lock is fair: a write that waited goes first
 
     async def _prune_forever(self) -> None:
         while True:
@@ -546,35 +512,17 @@ class Storage:
             await asyncio.sleep(self._prune_every_s)
 
     async def backup(self, dest: str | os.PathLike) -> Path:
-        """A consistent copy of the database through sqlite's online backup API, safe while running.
-
-        Written beside `dest` first (mode 0600, as the database) and renamed into place, so `dest` is
-        never a half-written file nor, for a moment, one that others can read.
-        """
-        dest = Path(dest)
-        if dest.resolve() == self.path.resolve():
-            raise ValueError("the backup cannot overwrite the database itself")
-        partial = dest.with_name(dest.name + ".partial")
-        partial.unlink(missing_ok=True)
-        async with self._writing("back up the database") as db:
-            try:
-                files.create_private(partial, exclusive=True)  # sqlite keeps the mode of a file it finds
-                target = await aiosqlite.connect(partial)
-                try:
-                    await db.backup(target)
-                finally:
-                    await target.close()
-            except BaseException:
-                partial.unlink(missing_ok=True)
-                raise
-            os.replace(partial, dest)
-        return dest
+        """A consistent copy, safe while running (SQLite's online backup; a folder is refused and any
+        failure leaves nothing behind). On PostgreSQL a StorageError that says to use pg_dump."""
+        if not self._started:
+            raise RuntimeError(_NOT_STARTED)
+        return await self.engine.backup(Path(dest))
 
     async def integrity_check(self) -> str:
-        """sqlite's PRAGMA integrity_check: "ok", or one problem a line."""
-        async with self._writing("check the database") as db:
-            rows = await db.execute_fetchall("PRAGMA integrity_check")
-        return "\n".join(str(row[0]) for row in rows)
+        """"ok", or one problem a line."""
+        if not self._started:
+            raise RuntimeError(_NOT_STARTED)
+        return await self.engine.integrity_check()
 
     _PROBE = "INSERT INTO chat_settings (platform, chat_id) VALUES ('', '')"  # never a real chat
 
@@ -584,13 +532,13 @@ class Storage:
         It finds a read-only or locked file; a full disk shows only when a write commits.
         """
         try:
-            async with self._writing("write a probe row") as db, self._transaction(db):
+            async with self._writing("write a probe row") as db:
                 await db.execute(self._PROBE)
                 raise _RollBack
         except _RollBack:
             return True
         except StorageError as exc:
-            log.warning("%s is not writable: %s", self.path, exc)
+            log.warning("%s is not writable: %s", self.where, exc)
             return False
 
 

@@ -116,3 +116,25 @@ async def peer(emulator, token):
     peer = Peer(emulator, token)
     yield peer
     await peer.http.aclose()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the whole run (tests/pg.py). Tests that need it FAIL when
+    PostgreSQL is not installed: the storage promises are made for both stores."""
+    import pg
+
+    if reason := pg.missing():
+        pytest.fail(reason)
+    server = pg.Server().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_server) -> str:
+    """A fresh, empty database on that server, for this test; its URL (as the admin, no password).
+    Dropped afterwards: each holds about 8 MB on disk."""
+    url = postgres_server.new_database()
+    yield url
+    postgres_server.drop_database(url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot.chat.commands import ChatKey, Commands
+from bot.chat.members import Member
 from bot.chat.parsing import parse
 
 CHAT = ChatKey("telegram", "-100123")
@@ -30,7 +31,16 @@ class Recorder:
         return self.replies[-1]
 
 
-async def say(commands: Commands, text: str, chat: ChatKey = CHAT) -> str:
+async def say(commands: Commands, text: str, chat: ChatKey = CHAT, who: Member | None = None) -> str:
+    """What `text` gets, in a private chat, or from the member `who` of a group."""
     out = Recorder()
-    await commands.run(chat, parse(text), out)
+    await commands.run(chat, parse(text), out, who)
     return out.last
+
+
+def member(user: str, admin: bool = False, group: str = "group", **fields) -> Member:
+    """A member of a group, an admin of it or not, as an adapter describes them."""
+    async def is_admin() -> bool:
+        return admin
+
+    return Member(user, group, is_admin, **fields)

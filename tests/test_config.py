@@ -85,6 +85,7 @@ def test_every_key_has_a_rule():
     ("[chat]\ntemperature = 3.0\n", "chat.temperature = 3.0 is above chat.max_temperature = 2.0"),
     ("[chat]\nmax_seed_chars = 0\n", "chat.max_seed_chars = 0 must be at least 1"),
     ("[chat]\nrate_limit_per_minute = -1\n", "chat.rate_limit_per_minute = -1 must be at least 0"),
+    ('[chat]\ngroup_settings = "todos"\n', "chat.group_settings = 'todos' must be one of \"admins\", \"everyone\""),
     ("[generation]\nmax_batch = 0\n", "generation.max_batch = 0 must be at least 1"),
     ("[generation]\nrequest_timeout_s = 0\n", "generation.request_timeout_s = 0.0 must be more than 0"),
     ("[generation]\ntop_k = -1\n", "generation.top_k = -1 must be at least 0"),
@@ -101,6 +102,9 @@ def test_every_key_has_a_rule():
     ("[discord]\nguilds = [0]\n", "discord.guilds = [0] has 0, which must be at least 1"),
     ('[discord]\nprefix = ""\n', "discord.prefix = '' must be one word"),
     ('[storage]\npath = ""\n', "storage.path = '' must not be empty"),
+    ("[discord]\nshard_ids = [0, 1]\n", "discord.shard_ids needs discord.shard_count"),
+    ("[discord]\nshard_count = 2\nshard_ids = [2]\n", "discord.shard_ids = [2] must be distinct, each below"),
+    ("[discord]\nshard_count = 2\nshard_ids = [1, 1]\n", "discord.shard_ids = [1, 1] must be distinct"),
 ])
 def test_values_out_of_range_name_the_file_and_the_key(tmp_path, body, named):
     path = tmp_path / "c.toml"
@@ -176,3 +180,74 @@ def test_the_command_line_warns_of_stray_variables(tmp_path, monkeypatch, capsys
     main(["health"])
     assert ("cervantes: warning: $CERVANTES_STORAGE_PAHT is not a setting: ignored "
             "(did you mean $CERVANTES_STORAGE_PATH?)\n") in capsys.readouterr().err
+
+
+# --- [storage]: values that pass a type check but would break the bot (issue 19, item 12) -----------
+
+@pytest.mark.parametrize("variable, value, named", [
+    ("CERVANTES_STORAGE_PATH", ":memory:", "storage.path = ':memory:' would give the bot's reader and "
+                                           "writer two different empty databases"),
+    ("CERVANTES_STORAGE_REPLIES_PER_CHAT", str(2**63), "must be at most 9223372036854775807"),
+    ("CERVANTES_STORAGE_KEEP_DAYS", str(10**400), "must be at most"),
+])
+def test_storage_values_the_database_cannot_hold_are_refused(variable, value, named):
+    with pytest.raises(config.ConfigError) as err:
+        config.load(None, environ={"CERVANTES_CONFIG": str(ROOT / "config.toml"), variable: value})
+    assert str(err.value).startswith(f"${variable}: ") and named in str(err.value), str(err.value)
+
+
+async def test_the_largest_storage_values_allowed_work(tmp_path):
+    """The bounds are what the database holds, not guesses: a save at the limits goes through."""
+    import numpy as np
+
+    from storage import Continuation, Storage
+
+    cfg = config.load(None, environ={"CERVANTES_CONFIG": str(ROOT / "config.toml"),
+                                     "CERVANTES_STORAGE_REPLIES_PER_CHAT": str(2**63 - 1),
+                                     "CERVANTES_STORAGE_KEEP_DAYS": str(checks.KEEP_DAYS_MAX)})
+    async with await Storage.open(tmp_path / "c.db", keep_days=cfg.storage.keep_days,
+                                  replies_per_chat=cfg.storage.replies_per_chat) as storage:
+        reply = await storage.save_reply(("telegram", 1), Continuation(np.ones(4), "m", "a", "a"), seed="a")
+        assert await storage.get_reply(("telegram", 1), reply) is not None
+        assert await storage.prune() == 0
+def _integer_keys() -> list[str]:
+    """Every integer setting (or list of them) outside [storage] and [generation]."""
+    keys = []
+    for section in dataclasses.fields(config.Config()):
+        if section.name in ("storage", "generation"):
+            continue
+        values = getattr(config.Config(), section.name)
+        for field in dataclasses.fields(values):
+            value = getattr(values, field.name)
+            if (isinstance(value, int) and not isinstance(value, bool)) or field.name == "guilds":
+                keys.append(f"{section.name}.{field.name}")
+    return keys
+
+
+@pytest.mark.parametrize("key", _integer_keys())
+def test_every_integer_has_an_upper_bound(key):
+    """A value no use can hold (a reply of 10**30 characters, a seed longer than any message, a
+    guild id past 64 bits) is refused at start, naming the key, rather than breaking the bot later."""
+    section, name = key.split(".")
+    variable = f"CERVANTES_{section.upper()}_{name.upper()}"
+    with pytest.raises(config.ConfigError) as err:
+        config.load(None, environ={"CERVANTES_CONFIG": str(ROOT / "config.toml"), variable: str(10**30)})
+    assert f"{key} = " in str(err.value) and "must be at most" in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("key, high", [
+    ("chat.max_length", 10_000), ("chat.max_seed_chars", 4096),
+    ("chat.rate_limit_per_minute", 1000), ("telegram.inline_rate_limit_per_minute", 1000),
+])
+def test_the_upper_bounds_are_accepted_and_one_more_is_not(key, high):
+    section, name = key.split(".")
+    variable = f"CERVANTES_{section.upper()}_{name.upper()}"
+    environ = {"CERVANTES_CONFIG": str(ROOT / "config.toml"), variable: str(high)}
+    assert getattr(getattr(config.load(None, environ=environ), section), name) == high
+    with pytest.raises(config.ConfigError, match=f"{key} = {high + 1} must be at most {high}"):
+        config.load(None, environ={**environ, variable: str(high + 1)})
+
+
+def test_shards_split_between_processes_from_the_environment():
+    cfg = config.load(None, environ={"CERVANTES_DISCORD_SHARD_COUNT": "4", "CERVANTES_DISCORD_SHARD_IDS": "2,3"})
+    assert (cfg.discord.shard_count, cfg.discord.shard_ids) == (4, [2, 3])

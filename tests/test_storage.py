@@ -1,4 +1,5 @@
-"""storage: per-chat settings and continuations in a real SQLite file under tmp_path."""
+"""storage: per-chat settings and continuations, on both stores: a real SQLite file under tmp_path and
+a fresh database on a real PostgreSQL server (tests/pg.py). Tests about SQLite's files take db_path."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ import sqlite3
 import stat
 import time
 
-import aiosqlite
 import numpy as np
 import pytest
 
 from storage import TAIL_CHARS, ChatKey, Continuation, Settings, Storage, StorageError
+from storage.engines import engine_for
+from storage.engines.postgres import numbered
 from storage.errors import describe
-from storage.migrations import MIGRATIONS, migrate
+from storage.migrations import MIGRATIONS, schema
 from storage.repository import DAY_S
 
 TG = ChatKey("telegram", "-1001234567890")
@@ -30,13 +32,49 @@ def continuation(units: int = 16, seed: int = 0, model_id: str = "quijote-v1", t
     return Continuation(state, model_id, tail[-1], tail, updated_at=1_700_000_000.5)
 
 
-def keyed_rows(path, key) -> dict[str, int]:
-    """Rows of `key` in every table that has a chat_id column, read with plain sqlite3."""
-    with sqlite3.connect(path) as conn:
-        tables = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-                  if "chat_id" in [col[1] for col in conn.execute(f"PRAGMA table_info({name})")]]
-        return {t: conn.execute(f"SELECT count(*) FROM {t} WHERE platform = ? AND chat_id = ?",
-                                tuple(key)).fetchone()[0] for t in tables}
+class Place:
+    """Where a test's database lives, and plain SQL on it from outside the Storage (`?` placeholders):
+    sqlite3 on the file, or its own connection to the PostgreSQL database."""
+
+    def __init__(self, kind: str, target, url: str | None = None):
+        self.kind, self.target = kind, target
+
+    def rows(self, sql: str, *args) -> list[tuple]:
+        if self.kind == "sqlite":
+            with sqlite3.connect(self.target) as conn:
+                return conn.execute(sql, args).fetchall()
+        import pg
+        return pg.sql(self.target, numbered(sql), *args)
+
+    def execute(self, sql: str, *args) -> None:
+        if self.kind == "sqlite":
+            with sqlite3.connect(self.target) as conn:
+                conn.execute(sql, args)
+        else:
+            self.rows(sql, *args)
+
+    def tables(self) -> dict[str, list[str]]:
+        if self.kind == "sqlite":
+            with sqlite3.connect(self.target) as conn:
+                return {name: [col[1] for col in conn.execute(f"PRAGMA table_info({name})")]
+                        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                                    "AND name NOT LIKE 'sqlite%'")}
+        found: dict[str, list[str]] = {}
+        for table, column in self.rows(
+                "SELECT table_name::text, column_name::text FROM information_schema.columns "
+                "WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position"):
+            found.setdefault(table, []).append(column)
+        return found
+
+
+def keyed_rows(place: Place, key) -> dict[str, int]:
+    """Rows of `key` in every table that has a chat_id column, read from outside the Storage."""
+    return {t: place.rows(f"SELECT count(*) FROM {t} WHERE platform = ? AND chat_id = ?", *key)[0][0]
+            for t, columns in place.tables().items() if "chat_id" in columns}
+
+
+def count(place: Place, table: str) -> int:
+    return place.rows(f"SELECT count(*) FROM {table}")[0][0]
 
 
 @pytest.fixture
@@ -44,9 +82,17 @@ def db_path(tmp_path):
     return tmp_path / "data" / "cervantes.db"  # the "data" folder does not exist yet
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def place(request, db_path) -> Place:
+    """Each test that takes it runs on both stores."""
+    if request.param == "sqlite":
+        return Place("sqlite", db_path)
+    return Place("postgresql", request.getfixturevalue("pg_url"))
+
+
 @pytest.fixture
-async def storage(db_path):
-    async with await Storage.open(db_path) as storage:
+async def storage(place):
+    async with await Storage.open(place.target) as storage:
         yield storage
 
 
@@ -59,6 +105,18 @@ async def test_settings_default_then_round_trip(storage):
     await storage.set_temperature(TG, None)  # back to the configured default, length kept
     assert await storage.get_settings(TG) == Settings(None, 300)
 
+
+async def test_who_changes_a_groups_settings_is_kept_per_chat_and_forgotten(storage):
+    await storage.set_length(TG, 300)
+    await storage.set_group_settings(TG, "everyone")
+    assert await storage.get_settings(TG) == Settings(None, 300, "everyone")
+    assert await storage.get_settings(DC) == Settings()  # another chat: the configured default
+    await storage.set_group_settings(TG, "admins")
+    assert (await storage.get_settings(TG)).group_settings == "admins"
+    with pytest.raises(ValueError):
+        await storage.set_group_settings(TG, "todos")
+    assert await storage.forget(TG)
+    assert await storage.get_settings(TG) == Settings()
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.5, "1.0"])
 async def test_set_temperature_rejects_nonsense(storage, bad):
@@ -117,13 +175,13 @@ async def test_a_reply_keeps_where_it_stopped_and_where_it_began(storage):
         await storage.save_reply(TG, continuation())  # began from nothing
 
 
-async def test_only_the_newest_replies_of_each_chat_are_kept(db_path):
-    async with await Storage.open(db_path, replies_per_chat=3) as storage:
+async def test_only_the_newest_replies_of_each_chat_are_kept(place):
+    async with await Storage.open(place.target, replies_per_chat=3) as storage:
         ids = [await storage.save_reply(TG, continuation(seed=i), seed=f"s{i}") for i in range(5)]
         other = await storage.save_reply(DC, continuation(), seed="otro")
         assert [await storage.get_reply(TG, i) is not None for i in ids] == [False, False, True, True, True]
         assert (await storage.get_reply(DC, other)).seed == "otro"
-        assert keyed_rows(db_path, TG)["replies"] == 3
+        assert keyed_rows(place, TG)["replies"] == 3
 
 
 async def test_a_forgotten_reply_id_is_never_handed_out_again(storage):
@@ -133,15 +191,14 @@ async def test_a_forgotten_reply_id_is_never_handed_out_again(storage):
     assert new != old and await storage.get_reply(TG, old) is None  # an old button finds nothing
 
 
-async def test_an_unreadable_reply_reads_as_none_and_is_deleted(db_path, caplog):
-    async with await Storage.open(db_path) as storage:
+async def test_an_unreadable_reply_reads_as_none_and_is_deleted(place, caplog):
+    async with await Storage.open(place.target) as storage:
         reply_id = await storage.save_reply(TG, continuation(), start=continuation(seed=3))
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("UPDATE replies SET start_state = x'0102'")
-    async with await Storage.open(db_path) as storage:
+    place.execute("UPDATE replies SET start_state = ?", b"\x01\x02")
+    async with await Storage.open(place.target) as storage:
         assert await storage.get_reply(TG, reply_id) is None
     assert "unreadable replies row" in caplog.text
-    assert count(db_path, "replies") == 0
+    assert count(place, "replies") == 0
 
 
 async def test_chats_never_see_each_other(storage):
@@ -171,21 +228,21 @@ async def test_concurrent_writes_do_not_interleave_transactions(storage):
     assert [(await storage.get_settings(k)).length for k in keys] == list(range(1, 31))
 
 
-async def test_forget_removes_every_row_of_that_chat_only(storage, db_path):
+async def test_forget_removes_every_row_of_that_chat_only(storage, place):
     for key in (TG, DC):
         await storage.set_temperature(key, 0.9)
         await storage.save_reply(key, continuation(), seed="Sancho")  # the chat's continuation too
-    assert set(keyed_rows(db_path, TG)) == {"chat_settings", "continuations", "chats", "replies"}
+    assert set(keyed_rows(place, TG)) == {"chat_settings", "continuations", "chats", "replies"}
 
     assert await storage.forget(TG) is True
-    assert all(n == 0 for n in keyed_rows(db_path, TG).values())
-    assert all(n == 1 for n in keyed_rows(db_path, DC).values())
+    assert all(n == 0 for n in keyed_rows(place, TG).values())
+    assert all(n == 1 for n in keyed_rows(place, DC).values())
     assert await storage.get_settings(TG) == Settings()
     assert await storage.get_continuation(TG) is None
     assert await storage.forget(TG) is False  # nothing left to forget
 
 
-async def test_forgotten_text_is_gone_from_the_file_itself(db_path):
+async def test_forgotten_text_is_gone_from_the_file_itself(db_path):  # SQLite's file
     secret = "El secreto de Sancho: la ínsula Barataria está en Alcalá"
     async with await Storage.open(db_path) as storage:
         await storage.save_reply(TG, continuation(tail=secret), seed=secret)
@@ -197,7 +254,7 @@ async def test_forgotten_text_is_gone_from_the_file_itself(db_path):
     assert TAIL.encode() in db_path.read_bytes()  # the check reads the file as it is
 
 
-async def test_move_chat_takes_settings_and_continuation_to_the_new_chat(storage, db_path):
+async def test_move_chat_takes_settings_and_continuation_to_the_new_chat(storage, place):
     group, supergroup = ChatKey("telegram", "-4001"), ChatKey("telegram", "-1004001")
     await storage.set_temperature(group, 1.5)
     await storage.set_length(group, 120)
@@ -209,7 +266,7 @@ async def test_move_chat_takes_settings_and_continuation_to_the_new_chat(storage
     moved = await storage.get_continuation(supergroup)
     assert np.array_equal(moved.state, continuation(seed=1).state) and moved.tail == TAIL
     assert (await storage.get_reply(supergroup, reply_id)).seed == "Sancho"  # its buttons go on working
-    assert all(n == 0 for n in keyed_rows(db_path, group).values())
+    assert all(n == 0 for n in keyed_rows(place, group).values())
     assert await storage.get_settings(DC) == Settings(0.3)
 
     assert await storage.move_chat(group, supergroup) is False  # again: nothing left to move
@@ -218,7 +275,7 @@ async def test_move_chat_takes_settings_and_continuation_to_the_new_chat(storage
     assert await storage.get_settings(supergroup) == Settings(1.5, 120)
 
 
-async def test_move_chat_keeps_the_new_chats_own_rows(storage, db_path):
+async def test_move_chat_keeps_the_new_chats_own_rows(storage, place):
     group, supergroup = ChatKey("telegram", "-4002"), ChatKey("telegram", "-1004002")
     await storage.set_temperature(supergroup, 0.7)  # set in the supergroup before the move came
     await storage.set_temperature(group, 1.5)
@@ -228,57 +285,148 @@ async def test_move_chat_keeps_the_new_chats_own_rows(storage, db_path):
     assert await storage.move_chat(group, supergroup) is True  # the continuation moved
     assert await storage.get_settings(supergroup) == Settings(0.7)  # its own row, not merged with the old
     assert np.array_equal((await storage.get_continuation(supergroup)).state, continuation(seed=1).state)
-    assert all(n == 0 for n in keyed_rows(db_path, group).values())
+    assert all(n == 0 for n in keyed_rows(place, group).values())
 
     await storage.set_temperature(group, 1.9)  # every table in conflict: nothing moves, the old rows go
     await storage.save_continuation(group, continuation(seed=3))
     assert await storage.move_chat(group, supergroup) is False
     assert await storage.get_settings(supergroup) == Settings(0.7)
     assert np.array_equal((await storage.get_continuation(supergroup)).state, continuation(seed=1).state)
-    assert all(n == 0 for n in keyed_rows(db_path, group).values())
+    assert all(n == 0 for n in keyed_rows(place, group).values())
 
 
-async def test_data_survives_reopening(db_path):
-    async with await Storage.open(db_path) as storage:
+async def test_data_survives_reopening(place):
+    async with await Storage.open(place.target) as storage:
         await storage.set_temperature(TG, 1.2)
         await storage.save_continuation(TG, continuation())
-    async with Storage(db_path) as storage:
+    async with Storage(place.target) as storage:
         assert await storage.get_settings(TG) == Settings(1.2, None)
         np.testing.assert_array_equal((await storage.get_continuation(TG)).state, continuation().state)
 
 
-async def test_new_file_is_wal_at_the_latest_version(storage, db_path):
+async def test_new_file_is_wal_at_the_latest_version(db_path):
+    storage = await Storage.open(db_path)
     assert db_path.parent.is_dir()
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     assert await storage.integrity_check() == "ok"
     assert await storage.is_writable()
+    await storage.close()
 
 
-async def test_old_database_is_upgraded_and_keeps_its_rows(db_path):
+async def test_both_engines_make_the_same_tables_and_columns(storage, place):
+    """The schema check compares every database with SQLite's columns: PostgreSQL's must match."""
+    tables = {t: c for t, c in place.tables().items() if t != "cervantes_schema"}
+    assert tables == schema(len(MIGRATIONS)) and "replies" in tables
+    assert await storage.integrity_check() == "ok"
+    assert await storage.is_writable()
+
+
+async def at_version(place: Place, version: int) -> None:
+    """The database as an older cervantes left it: the first `version` migrations."""
+    engine = engine_for(place.target)
+    await engine.start(version)
+    await engine.close()
+
+
+def set_version(place: Place, version: int) -> None:
+    if place.kind == "sqlite":
+        place.execute(f"PRAGMA user_version = {version}")
+    else:
+        place.execute("UPDATE cervantes_schema SET version = ?", version)
+
+
+async def test_old_database_is_upgraded_and_keeps_its_rows(place):
     assert len(MIGRATIONS) > 1
-    db_path.parent.mkdir(parents=True)
-    async with aiosqlite.connect(db_path, isolation_level=None) as db:
-        assert await migrate(db, target=1) == 1
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("INSERT INTO chat_settings (platform, chat_id, length) VALUES (?, ?, ?)", (*TG, 77))
-        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'continuations'").fetchone()[0] == 0
+    await at_version(place, 1)
+    place.execute("INSERT INTO chat_settings (platform, chat_id, length) VALUES (?, ?, ?)", *TG, 77)
+    assert "continuations" not in place.tables()
 
-    async with await Storage.open(db_path) as storage:
+    async with await Storage.open(place.target) as storage:
         assert await storage.get_settings(TG) == Settings(None, 77)
         await storage.save_continuation(TG, continuation())
         assert (await storage.get_continuation(TG)).tail == TAIL
-    with sqlite3.connect(db_path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert "continuations" in place.tables()
+    engine = engine_for(place.target)
+    assert await engine.start(len(MIGRATIONS))  # at the latest version: opens, changes nothing
+    await engine.close()
 
 
-async def test_database_from_a_newer_program_is_refused(db_path):
+async def test_database_from_a_newer_program_is_refused(place):
+    async with await Storage.open(place.target) as storage:  # ours, then a newer version added a table
+        await storage.set_length(TG, 5)
+    place.execute("CREATE TABLE inbox (id INTEGER PRIMARY KEY)")
+    set_version(place, len(MIGRATIONS) + 1)
+    with pytest.raises(StorageError, match="newer than this program"):
+        await Storage.open(place.target)
+
+
+async def test_another_programs_file_with_a_high_version_is_not_called_newer(db_path):  # SQLite's
+    """Firefox's places.sqlite is at user_version 74: it is not a newer cervantes database (item 10)."""
     db_path.parent.mkdir(parents=True)
     with sqlite3.connect(db_path) as conn:
-        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
-    with pytest.raises(StorageError, match="newer"):
+        conn.executescript("CREATE TABLE moz_places (id INTEGER PRIMARY KEY, url TEXT);"
+                           "PRAGMA user_version = 74;")
+    with pytest.raises(StorageError, match="is not a cervantes database") as raised:
         await Storage.open(db_path)
+    assert "newer" not in str(raised.value) and "moz_places" in str(raised.value)
+
+
+class _RollBack(Exception):
+    pass
+
+
+class held_write_lock:
+    """Another process in the middle of a write: SQLite's write lock (BEGIN IMMEDIATE), or on
+    PostgreSQL every continuations row locked FOR UPDATE. `finish(sql)` runs `sql` and commits."""
+
+    def __init__(self, place: Place, hold: str = "SELECT 1 FROM continuations FOR UPDATE"):
+        import threading
+        self.place, self.hold = place, hold
+        if place.kind == "sqlite":
+            self.conn = sqlite3.connect(place.target, isolation_level=None)
+            self.conn.execute("BEGIN IMMEDIATE")
+            return
+        self.ready, self.go, self.sql = threading.Event(), threading.Event(), ""
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._hold()))
+        self.thread.start()
+        assert self.ready.wait(10)
+
+    async def _hold(self):
+        import asyncpg
+        conn = await asyncpg.connect(self.place.target)
+        try:
+            async with conn.transaction():
+                await conn.execute(self.hold)
+                self.ready.set()
+                while not self.go.is_set():
+                    await asyncio.sleep(0.01)
+                if not self.sql:
+                    raise _RollBack
+                await conn.execute(self.sql)
+        except _RollBack:
+            pass
+        finally:
+            await conn.close()
+
+    def finish(self, sql: str = "") -> None:
+        """Run `sql` and commit; with none, roll back."""
+        if self.place.kind == "sqlite":
+            if sql:
+                self.conn.execute(sql)
+            self.conn.execute("COMMIT" if sql else "ROLLBACK")
+            self.conn.close()
+        else:
+            self.sql = sql
+            self.go.set()
+            self.thread.join()
+
+
+def typed_by_sqlite_only(place: Place, value) -> None:
+    """PostgreSQL's typed columns cannot hold text where a number goes: that damage is SQLite's alone."""
+    if place.kind != "sqlite" and isinstance(value, str):
+        pytest.skip("a typed PostgreSQL column cannot hold this value")
 
 
 @pytest.mark.parametrize("column, value", [
@@ -287,60 +435,61 @@ async def test_database_from_a_newer_program_is_refused(db_path):
     ("units", 0),
     ("updated_at", "yesterday"),
 ])
-async def test_corrupt_continuation_is_logged_deleted_and_reads_as_none(db_path, caplog, column, value):
-    async with await Storage.open(db_path) as storage:
+async def test_corrupt_continuation_is_logged_deleted_and_reads_as_none(place, caplog, column, value):
+    typed_by_sqlite_only(place, value)
+    async with await Storage.open(place.target) as storage:
         await storage.save_continuation(TG, continuation(units=16))
         await storage.save_continuation(DC, continuation(units=16))
-    with sqlite3.connect(db_path) as conn:
-        conn.execute(f"UPDATE continuations SET {column} = ? WHERE platform = ? AND chat_id = ?",
-                     (value, *TG))
+    place.execute(f"UPDATE continuations SET {column} = ? WHERE platform = ? AND chat_id = ?", value, *TG)
 
-    async with await Storage.open(db_path) as storage:
+    async with await Storage.open(place.target) as storage:
         with caplog.at_level(logging.WARNING, logger="storage.repository"):
             assert await storage.get_continuation(TG) is None
         assert "continuation" in caplog.text and "telegram" in caplog.text
         assert TG.chat_id not in caplog.text  # a hash names the chat, never its id
         assert await storage.get_continuation(DC) is not None  # the other chat is untouched
     # deleted in the background, not in the read's time: done by the time close() returns
-    assert keyed_rows(db_path, TG)["continuations"] == 0
-    assert keyed_rows(db_path, DC)["continuations"] == 1
+    assert keyed_rows(place, TG)["continuations"] == 0
+    assert keyed_rows(place, DC)["continuations"] == 1
 
 
 @pytest.mark.parametrize("column, value", [("temperature", "hot"), ("temperature", float("inf")),
-                                           ("length", 2.5), ("length", -1)])
-async def test_corrupt_settings_read_as_defaults_and_are_deleted(db_path, caplog, column, value):
-    async with await Storage.open(db_path) as storage:
+                                           ("length", 2.5), ("length", -1),
+                                           ("group_settings", "todos")])
+async def test_corrupt_settings_read_as_defaults_and_are_deleted(place, caplog, column, value):
+    typed_by_sqlite_only(place, value if value != 2.5 else "2.5")  # PostgreSQL rounds 2.5 into BIGINT
+    async with await Storage.open(place.target) as storage:
         await storage.set_length(TG, 10)
-    with sqlite3.connect(db_path) as conn:
-        conn.execute(f"UPDATE chat_settings SET {column} = ? WHERE platform = ? AND chat_id = ?",
-                     (value, *TG))
-    async with await Storage.open(db_path) as storage:
+    place.execute(f"UPDATE chat_settings SET {column} = ? WHERE platform = ? AND chat_id = ?", value, *TG)
+    async with await Storage.open(place.target) as storage:
         with caplog.at_level(logging.WARNING, logger="storage.repository"):
             assert await storage.get_settings(TG) == Settings()
         assert "settings" in caplog.text
-    assert keyed_rows(db_path, TG)["chat_settings"] == 0
+    assert keyed_rows(place, TG)["chat_settings"] == 0
 
 
-async def test_a_good_row_saved_after_an_unreadable_one_was_read_is_kept(db_path):
-    async with await Storage.open(db_path) as storage:
+async def test_a_good_row_saved_after_an_unreadable_one_was_read_is_kept(place):
+    async with await Storage.open(place.target) as storage:
         await storage.save_continuation(TG, continuation())
-        with sqlite3.connect(db_path) as conn:
-            conn.execute("UPDATE continuations SET units = 0")
-        async with storage._lock:  # a write in flight: the deletion of the bad row waits behind it
+        place.execute("UPDATE continuations SET units = 0")
+        holder = held_write_lock(place)  # the deletion of the bad row waits behind another writer
+        try:
             assert await storage.get_continuation(TG) is None
-            with sqlite3.connect(db_path) as conn:  # meanwhile a good row replaces the bad one
-                conn.execute("UPDATE continuations SET units = 16")
-    async with await Storage.open(db_path) as storage:
+            await asyncio.sleep(0.1)
+        finally:
+            holder.finish("UPDATE continuations SET units = 16")  # a good row replaced the bad one
+    async with await Storage.open(place.target) as storage:
         np.testing.assert_array_equal((await storage.get_continuation(TG)).state, continuation().state)
 
 
-async def test_read_only_file_refuses_writes_with_storage_error_and_still_reads(db_path):
-    # Tests run as root, where chmod 0o444 does not stop writes: open with SQLite's ?mode=ro instead.
-    async with await Storage.open(db_path) as storage:
+async def test_read_only_database_refuses_writes_with_storage_error_and_still_reads(place):
+    # Tests run as root, where chmod 0o444 does not stop writes: open with SQLite's ?mode=ro instead
+    # (PostgreSQL: default_transaction_read_only).
+    async with await Storage.open(place.target) as storage:
         await storage.set_temperature(TG, 0.8)
         await storage.save_continuation(TG, continuation())
 
-    async with await Storage.open(db_path, read_only=True) as storage:
+    async with await Storage.open(place.target, read_only=True) as storage:
         with pytest.raises(StorageError, match="read-only"):
             await storage.set_temperature(TG, 1.5)
         with pytest.raises(StorageError, match="read-only"):
@@ -358,7 +507,8 @@ async def test_missing_read_only_file_is_a_storage_error(tmp_path):
     assert not (tmp_path / "nowhere.db").exists()
 
 
-async def test_full_database_raises_storage_error_and_still_reads(storage):
+async def test_full_database_raises_storage_error_and_still_reads(db_path):
+    storage = await Storage.open(db_path)
     await storage.set_temperature(TG, 0.8)
     # No room to grow: SQLite answers SQLITE_FULL, as on a full disk (max_page_count is per connection).
     db = storage._db
@@ -371,9 +521,15 @@ async def test_full_database_raises_storage_error_and_still_reads(storage):
     assert await storage.get_settings(TG) == Settings(0.8, None)
     await storage.set_length(TG, 5)  # a write that fits in its page still works
     assert await storage.get_settings(TG) == Settings(0.8, 5)
+    await storage.close()
 
 
-async def test_backup_while_open_holds_the_same_rows(storage, tmp_path):
+async def test_backup_while_open_holds_the_same_rows(db_path, tmp_path):
+    async with await Storage.open(db_path) as storage:
+        await backup_while_open_holds_the_same_rows(storage, tmp_path)
+
+
+async def backup_while_open_holds_the_same_rows(storage, tmp_path):
     await storage.set_temperature(TG, 0.6)
     await storage.save_continuation(DC, continuation(units=32))
     dest = await storage.backup(tmp_path / "backups" / "copy.db")
@@ -388,8 +544,15 @@ async def test_backup_while_open_holds_the_same_rows(storage, tmp_path):
         await storage.backup(storage.path)
 
 
-async def test_methods_need_a_started_storage(db_path):
-    storage = Storage(db_path)
+async def test_a_backup_on_postgresql_says_to_use_pg_dump(pg_url, tmp_path):
+    async with await Storage.open(pg_url) as storage:
+        with pytest.raises(StorageError, match="Use pg_dump") as raised:
+            await storage.backup(tmp_path / "copy.db")
+    assert "pg_dump --format=custom" in str(raised.value) and list(tmp_path.iterdir()) == []
+
+
+async def test_methods_need_a_started_storage(place):
+    storage = Storage(place.target)
     with pytest.raises(RuntimeError, match="not started"):
         await storage.get_settings(TG)
     await storage.start()
@@ -441,6 +604,22 @@ async def test_files_left_readable_by_an_older_version_are_made_private(db_path,
 
 
 # --- chat tags in logs ----------------------------------------------------------------------------
+
+async def test_on_postgresql_the_tag_secret_is_in_the_database_shared_by_every_process(postgres_server):
+    first, second = postgres_server.new_database(), postgres_server.new_database()
+    async with await Storage.open(first) as one, await Storage.open(first) as two:  # two processes
+        tag = one.tag(TG)
+        assert two.tag(TG) == tag == TG.tag
+    async with await Storage.open(second) as storage:
+        other = storage.tag(TG)
+    assert tag != other and len(tag) == 12
+    async with await Storage.open(first) as storage:
+        assert storage.tag(TG) == tag
+    import pg
+    ((secret,),) = pg.sql(first, "SELECT tag_secret FROM cervantes_schema")
+    assert len(secret) == 32
+    assert tag == hmac.new(secret, b"telegram:-1001234567890", hashlib.sha256).hexdigest()[:12]
+
 
 async def test_chat_tags_are_keyed_by_a_secret_of_each_installation(tmp_path):
     first, second = tmp_path / "a" / "cervantes.db", tmp_path / "b" / "cervantes.db"
@@ -494,6 +673,17 @@ async def test_another_programs_database_is_refused_by_name_and_left_alone(db_pa
 
 
 @pytest.mark.parametrize("read_only", [False, True])
+async def test_another_programs_postgresql_database_is_refused_by_name_and_left_alone(pg_url, read_only):
+    import pg
+    pg.sql(pg_url, "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT)")
+    with pytest.raises(StorageError, match="is not a cervantes database") as raised:
+        await Storage.open(pg_url, read_only=read_only)
+    assert "127.0.0.1" in str(raised.value) and "(settings)" in str(raised.value)
+    assert [t for (t,) in pg.sql(pg_url, "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")] \
+        == ["settings"]  # nothing of ours was added
+
+
+@pytest.mark.parametrize("read_only", [False, True])
 async def test_a_file_that_is_not_a_database_is_one_clear_error(db_path, read_only):
     db_path.parent.mkdir(parents=True)
     db_path.write_bytes(b"Yo soy un archivo de texto, no una base de datos.\n" * 200)
@@ -533,21 +723,22 @@ async def test_a_damaged_file_makes_reads_raise_storage_error(db_path):
             await storage.get_continuation(TG)
 
 
-async def test_a_table_gone_from_under_the_bot_makes_reads_raise_storage_error(storage, db_path):
-    with sqlite3.connect(db_path) as conn:
-        conn.executescript("DROP TABLE chat_settings; DROP TABLE continuations")
+async def test_a_table_gone_from_under_the_bot_makes_reads_raise_storage_error(storage, place):
+    place.execute("DROP TABLE chat_settings")
+    place.execute("DROP TABLE continuations")
     with pytest.raises(StorageError, match="could not read the settings"):
         await storage.get_settings(TG)
     with pytest.raises(StorageError, match="could not read the continuation"):
         await storage.get_continuation(TG)
 
 
-async def test_reads_do_not_wait_for_a_write_stuck_behind_another_process(db_path):
-    async with await Storage.open(db_path, busy_timeout_ms=3000) as storage:
+async def test_reads_do_not_wait_for_a_write_stuck_behind_another_process(place):
+    async with await Storage.open(place.target, busy_timeout_ms=3000) as storage:
         await storage.set_temperature(TG, 0.4)
         await storage.save_continuation(TG, continuation())
-        other = sqlite3.connect(db_path, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        # another process holds the write lock (SQLite), or is writing the same row (PostgreSQL)
+        other = held_write_lock(place, f"INSERT INTO chat_settings (platform, chat_id) VALUES "
+                                       f"('{DC.platform}', '{DC.chat_id}')")
         try:
             stuck = asyncio.create_task(storage.set_length(DC, 7))
             await asyncio.sleep(0.2)
@@ -558,8 +749,7 @@ async def test_reads_do_not_wait_for_a_write_stuck_behind_another_process(db_pat
             assert await storage.get_settings(DC) == Settings()  # not written yet
             assert time.monotonic() - started < 0.5
         finally:
-            other.execute("ROLLBACK")
-            other.close()
+            other.finish()  # rolled back
         await stuck  # once the other process lets go, the write goes through
         assert await storage.get_settings(DC) == Settings(None, 7)
 
@@ -574,15 +764,19 @@ class Clock:
         return self.now
 
 
-def add_idle_chats(path, n: int, last_active: float) -> None:
+def add_idle_chats(place: Place, n: int, last_active: float) -> None:
     """n chats with settings and a continuation, last active at `last_active`, written directly."""
-    keys = [("telegram", str(-5000 - i)) for i in range(n)]
-    blob = np.zeros(4, "<f4").tobytes()
-    with sqlite3.connect(path) as conn:
-        conn.executemany("INSERT INTO chat_settings (platform, chat_id, length) VALUES (?, ?, 50)", keys)
-        conn.executemany("INSERT INTO continuations VALUES (?, ?, ?, 4, 'm', 'a', 'a', 0, NULL, 0)",
-                         [(*k, blob) for k in keys])
-        conn.executemany("INSERT INTO chats VALUES (?, ?, ?)", [(*k, last_active) for k in keys])
+    numbers = "WITH RECURSIVE g(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM g WHERE i + 1 < ?) "
+    chat = "'telegram', CAST(-5000 - i AS TEXT)"
+    blob = "?" if place.kind == "sqlite" else "CAST(? AS BYTEA)"
+    place.execute(numbers + f"INSERT INTO chat_settings (platform, chat_id, length) SELECT {chat}, 50 FROM g", n)
+    place.execute(numbers + "INSERT INTO continuations (platform, chat_id, state, units, model_id, last_char, "
+                  f"tail, updated_at, random_seed, position) SELECT {chat}, {blob}, 4, 'm', 'a', 'a', 0, NULL, 0 "
+                  "FROM g", n, np.zeros(4, "<f4").tobytes())
+    place.execute(numbers + f"INSERT INTO chats (platform, chat_id, last_active) SELECT {chat}, "
+                  f"CAST(? AS REAL) FROM g" if place.kind == "sqlite" else
+                  numbers + f"INSERT INTO chats (platform, chat_id, last_active) SELECT {chat}, "
+                  "CAST(? AS DOUBLE PRECISION) FROM g", n, last_active)
 
 
 async def queued(lock: asyncio.Lock, n: int) -> None:
@@ -594,14 +788,9 @@ async def queued(lock: asyncio.Lock, n: int) -> None:
     raise AssertionError(f"fewer than {n} tasks waiting for the lock")
 
 
-def count(path, table: str) -> int:
-    with sqlite3.connect(path) as conn:
-        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-
-
-async def test_chats_idle_longer_than_keep_days_are_deleted(db_path):
+async def test_chats_idle_longer_than_keep_days_are_deleted(place):
     clock = Clock()
-    async with await Storage.open(db_path, keep_days=90, clock=clock) as storage:
+    async with await Storage.open(place.target, keep_days=90, clock=clock) as storage:
         await storage.set_temperature(TG, 0.5)
         await storage.save_reply(TG, continuation(), seed="Sancho")
         await storage.set_length(DC, 100)
@@ -613,69 +802,180 @@ async def test_chats_idle_longer_than_keep_days_are_deleted(db_path):
         clock.now += 11 * DAY_S  # TG idle 91 days; DC and quiet 11
 
         assert await storage.prune() == 1
-        assert all(n == 0 for n in keyed_rows(db_path, TG).values())
+        assert all(n == 0 for n in keyed_rows(place, TG).values())
         assert await storage.get_settings(DC) == Settings(None, 120)
         assert await storage.get_continuation(quiet) is not None
         assert await storage.prune() == 0
 
         clock.now += 80 * DAY_S
         assert await storage.prune() == 2
-        assert count(db_path, "chats") == count(db_path, "chat_settings") == 0
+        assert count(place, "chats") == count(place, "chat_settings") == 0
 
 
-async def test_without_keep_days_nothing_is_ever_deleted(db_path):
+async def test_without_keep_days_nothing_is_ever_deleted(place):
     clock = Clock()
-    async with await Storage.open(db_path, clock=clock) as storage:  # as `cervantes health` opens it
+    async with await Storage.open(place.target, clock=clock) as storage:  # as `cervantes health` opens it
         await storage.set_length(TG, 60)
         clock.now += 10_000 * DAY_S
         assert await storage.prune() == 0
         assert await storage.get_settings(TG) == Settings(None, 60)
     with pytest.raises(ValueError):
-        Storage(db_path, keep_days=-1)
+        Storage(place.target, keep_days=-1)
 
 
-async def test_pruning_runs_in_the_background(db_path):
+async def test_pruning_runs_in_the_background(place):
     clock = Clock()
-    async with await Storage.open(db_path, keep_days=90, clock=clock, prune_every_s=0.05) as storage:
-        add_idle_chats(db_path, 1203, last_active=clock.now - 91 * DAY_S)
+    async with await Storage.open(place.target, keep_days=90, clock=clock, prune_every_s=0.05) as storage:
+        add_idle_chats(place, 1203, last_active=clock.now - 91 * DAY_S)
         await storage.set_length(TG, 70)  # active
         for _ in range(200):  # the background task finds them within prune_every_s
-            if count(db_path, "chats") == 1:
+            if count(place, "chats") == 1:
                 break
             await asyncio.sleep(0.05)
-        assert count(db_path, "chats") == count(db_path, "chat_settings") == 1
-        assert count(db_path, "continuations") == 0
+        assert count(place, "chats") == count(place, "chat_settings") == 1
+        assert count(place, "continuations") == 0
         assert await storage.get_settings(TG) == Settings(None, 70)
 
 
-async def test_pruning_lets_commands_in_between_its_transactions(db_path):
+async def test_pruning_lets_commands_in_between_its_transactions(db_path):  # SQLite's writer lock
     clock = Clock()
+    place = Place("sqlite", db_path)
     async with await Storage.open(db_path, clock=clock) as storage:
         storage.keep_days = 90  # prune() by hand only, with no background task to race it
         await storage.set_length(TG, 70)
-        add_idle_chats(db_path, 1203, last_active=clock.now - 91 * DAY_S)
-        async with storage._lock:  # a write in flight: the prune, then a command, queue behind it
+        add_idle_chats(place, 1203, last_active=clock.now - 91 * DAY_S)
+        lock = storage.engine.lock
+        async with lock:  # a write in flight: the prune, then a command, queue behind it
             prune = asyncio.create_task(storage.prune(batch=500))
-            await queued(storage._lock, 1)
+            await queued(lock, 1)
             command = asyncio.create_task(storage.set_temperature(DC, 0.9))
-            await queued(storage._lock, 2)
+            await queued(lock, 2)
         await command  # went in after the first 500 chats, not after all 1203
-        left = count(db_path, "chats")
+        left = count(place, "chats")
         assert await prune == 1203
         assert left == 1203 - 500 + 2  # + TG and DC
-        assert count(db_path, "chats") == 2
+        assert count(place, "chats") == 2
 
 
-async def test_upgrade_counts_stored_chats_as_active_at_the_upgrade(db_path):
-    db_path.parent.mkdir(parents=True)
-    async with aiosqlite.connect(db_path, isolation_level=None) as db:
-        assert await migrate(db, target=2) == 2
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("INSERT INTO chat_settings (platform, chat_id, length) VALUES (?, ?, ?)", (*TG, 77))
-    async with await Storage.open(db_path) as storage:
+async def test_upgrade_counts_stored_chats_as_active_at_the_upgrade(place):
+    await at_version(place, 2)
+    place.execute("INSERT INTO chat_settings (platform, chat_id, length) VALUES (?, ?, ?)", *TG, 77)
+    async with await Storage.open(place.target) as storage:
         await storage.save_continuation(DC, continuation())
         assert await storage.get_settings(TG) == Settings(None, 77)
-    with sqlite3.connect(db_path) as conn:
-        active = dict(((p, c), t) for p, c, t in conn.execute("SELECT * FROM chats"))
+    active = dict(((p, c), t) for p, c, t in place.rows("SELECT platform, chat_id, last_active FROM chats"))
     assert set(active) == {tuple(TG), tuple(DC)}
     assert all(abs(t - time.time()) < 60 for t in active.values())
+
+
+# --- several processes opening one database at once (issue 19, item 9) -----------------------------
+
+OPENER = """
+import asyncio, sys, time
+from storage import Storage, StorageError
+path, at = sys.argv[1], float(sys.argv[2])
+time.sleep(max(0.0, at - time.time()))  # every process opens at the same moment
+async def main():
+    async with await Storage.open(path) as storage:
+        await storage.set_length(("telegram", sys.argv[3]), 5)
+try:
+    asyncio.run(main())
+except StorageError as exc:
+    print(exc)
+    sys.exit(1)
+"""
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_processes_opening_a_new_database_at_once_all_succeed(tmp_path, request, kind):
+    """The review saw 14 of 120 such opens of a new SQLite file fail with "not a cervantes database"."""
+    import subprocess
+    import sys
+    failures = []
+    rounds = 8 if kind == "sqlite" else 2
+    for round_ in range(rounds):
+        place = (Place("sqlite", tmp_path / f"r{round_}" / "cervantes.db") if kind == "sqlite"
+                 else Place(kind, request.getfixturevalue("postgres_server").new_database()))
+        at = time.time() + 1.0
+        procs = [subprocess.Popen([sys.executable, "-c", OPENER, str(place.target), str(at), str(i)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for i in range(6)]
+        for proc in procs:
+            out, _ = proc.communicate(timeout=60)
+            if proc.returncode != 0:
+                failures.append(out.strip().splitlines()[-1])
+        if not failures:
+            assert count(place, "chat_settings") == 6
+    assert not failures, f"{len(failures)} of {6 * rounds} opens failed: {failures[:3]}"
+
+
+# --- backups that cannot be written (issue 19, item 11) ---------------------------------------------
+
+async def test_a_backup_into_a_folder_is_refused_and_leaves_no_copy(db_path, tmp_path):
+    storage = await Storage.open(db_path)
+    await storage.save_reply(TG, continuation(), seed="Sancho")
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    with pytest.raises(StorageError, match=f"{folder} is a folder: name a file"):
+        await storage.backup(folder)
+    assert list(tmp_path.glob("*.partial")) == [] and list(folder.iterdir()) == []
+    await storage.close()
+
+
+async def test_a_backup_that_fails_at_the_end_leaves_no_partial_copy(db_path, tmp_path, monkeypatch):
+    storage = await Storage.open(db_path)
+    await storage.save_reply(TG, continuation(), seed="Sancho")
+
+    def no_room(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", no_room)  # the copy is made; putting it in place fails
+    with pytest.raises(StorageError, match="No space left on device"):
+        await storage.backup(tmp_path / "copy.db")
+    assert list(tmp_path.iterdir()) == [tmp_path / "data"]  # no copy.db, no copy.db.partial
+    monkeypatch.undo()
+    await storage.close()
+
+
+# --- a server that goes away (PostgreSQL) -----------------------------------------------------------
+
+async def test_connections_cut_by_the_server_are_storage_errors_then_the_pool_reconnects(pg_url):
+    import pg
+    async with await Storage.open(pg_url) as storage:
+        await storage.set_length(TG, 5)
+        pg.sql(pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        outcomes = []
+        for _ in range(3):  # the pool's connection is gone: a StorageError, never asyncpg's own error
+            try:
+                outcomes.append(await storage.get_settings(TG))
+            except StorageError as exc:
+                outcomes.append("cannot be reached" in str(exc) or str(exc))
+        assert outcomes[-1] == Settings(None, 5) and all(o in (True, Settings(None, 5)) for o in outcomes)
+        await storage.set_length(TG, 6)  # writes go on too
+        assert await storage.get_settings(TG) == Settings(None, 6)
+
+
+async def test_memory_is_not_a_database_path():
+    with pytest.raises(ValueError, match="two different empty databases"):
+        Storage(":memory:")
+
+
+async def test_a_new_migration_is_one_entry_for_both_engines(place, monkeypatch):
+    """How the next migration is added (a per-chat column, say): one entry appended to MIGRATIONS.
+    An older database is upgraded on either engine and the schema check knows the new column."""
+    from storage import migrations, repository
+    from storage.migrations import same
+
+    async with await Storage.open(place.target) as storage:
+        await storage.set_length(TG, 7)
+    added = (*MIGRATIONS, same("ALTER TABLE chat_settings ADD COLUMN who_may_change TEXT;"))
+    monkeypatch.setattr(migrations, "MIGRATIONS", added)
+    monkeypatch.setattr(repository, "MIGRATIONS", added)
+    async with await Storage.open(place.target) as storage:
+        assert await storage.get_settings(TG) == Settings(None, 7)
+    assert place.tables()["chat_settings"][-1] == "who_may_change"
+    assert {t: c for t, c in place.tables().items() if t != "cervantes_schema"} == schema(len(added))
+    monkeypatch.undo()  # this program again: the database is newer, and says so
+    with pytest.raises(StorageError, match=f"at schema version {len(added)}, newer than this program"):
+        await Storage.open(place.target)

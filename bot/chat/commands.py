@@ -16,9 +16,10 @@ import math
 import time
 from typing import AsyncIterator, Protocol
 
-from bot.chat import messages
+from bot.chat import members, messages
 from bot.process import metrics
 from bot.chat.parsing import Command, format_number, list_characters, parse_int, parse_number
+from bot.chat.members import AdminsUnknown, Member
 from bot.chat.quota import Quota
 from config import ChatSection
 from service.generation import Busy, GenerationService
@@ -74,16 +75,19 @@ class Commands:
         self._handlers = {
             "cervantes": self.cervantes, "continuar": self.continuar, "otra": self.otra,
             "temperatura": self.temperatura,
-            "longitud": self.longitud, "olvidar": self.olvidar, "ayuda": self.ayuda, "start": self.ayuda,
+            "longitud": self.longitud, "olvidar": self.olvidar, "ajustes": self.ajustes,
+            "ayuda": self.ayuda, "start": self.ayuda,
         }
 
-    async def run(self, chat: ChatKey, command: Command, out: Output, user: str | None = None) -> None:
-        """Run one command. `user` is who wrote it in a chat of many (None in a private chat).
+    async def run(self, chat: ChatKey, command: Command, out: Output, member: Member | None = None) -> None:
+        """Run one command. `member` is who wrote it in a chat of many (None in a private chat):
+        their share of the quota, and whether they may change the chat's settings (bot.chat.members).
 
         Commands of one chat run one at a time, in the order they arrived (asyncio's locks wake their
         waiters first come, first served); other chats go on meanwhile.
         """
-        verdict = self.quota.check(chat, user)
+        room = member.room if member is not None and member.room is not None else chat
+        verdict = self.quota.check(room, None if member is None else (member.group, member.user))
         if verdict.wait_s:
             record({"platform": chat.platform, "chat": chat.tag, "command": command.name,
                      "outcome": "limited" if verdict.notify else "limited_silent"})
@@ -95,7 +99,33 @@ class Commands:
             if handler is None:
                 await out.send(messages.UNKNOWN_COMMAND)
                 return
+            if command.name == "ajustes" and member is None:
+                await out.send(messages.AJUSTES_PRIVATE)
+                return
+            if members.changes_settings(command) and not await self._may_change(chat, command, out, member):
+                return
             await handler(chat, command.argument, out)
+
+    async def _may_change(self, chat: ChatKey, command: Command, out: Output, member: Member | None) -> bool:
+        """Whether `member` may change the chat's settings; when not, they have been told why."""
+        if member is not None and not member.installed:
+            refusal = messages.NOT_INSTALLED
+        else:
+            try:
+                if await members.may_change(member, command, await self._who_changes(chat)):
+                    return True
+                refusal = messages.ONLY_ADMINS
+            except AdminsUnknown as exc:
+                logging.getLogger(__name__).warning("admins of chat %s unknown: %s", chat.tag, exc)
+                refusal = messages.ADMINS_UNKNOWN
+        record({"platform": chat.platform, "chat": chat.tag, "command": command.name, "outcome": "not_admin"})
+        await out.send(refusal)
+        return False
+
+    async def _who_changes(self, chat: ChatKey) -> str:
+        """"admins" or "everyone": the chat's own choice (/ajustes), else the configured default."""
+        chosen = (await self._settings(chat))[0].group_settings
+        return chosen or self.chat.group_settings
 
     @contextlib.asynccontextmanager
     async def turn(self, chat: ChatKey):
@@ -310,6 +340,19 @@ class Commands:
             await out.send(messages.SETTING_NOT_SAVED)
             return
         await out.send(messages.FORGOTTEN if deleted else messages.NOTHING_TO_FORGET)
+
+    async def ajustes(self, chat: ChatKey, argument: str, out: Output) -> None:
+        """Quién cambia los ajustes en un grupo: sus administradores o todos."""
+        if not argument:
+            chosen = await self._who_changes(chat)
+            await out.send(messages.EVERYONE_CHANGES if chosen == members.EVERYONE else messages.ADMINS_CHANGE)
+            return
+        chosen = members.CHOICES.get(argument.lower())
+        if chosen is None:
+            await out.send(messages.AJUSTES_BAD)
+            return
+        await self._save(out, self.storage.set_group_settings(chat, chosen),
+                         messages.EVERYONE_CHANGES if chosen == members.EVERYONE else messages.ADMINS_CHANGE)
 
     async def ayuda(self, chat: ChatKey, argument: str, out: Output) -> None:
         """Qué es este bot y cómo se usa."""

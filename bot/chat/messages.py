@@ -9,9 +9,10 @@ neuronal (GRU) entrenada en la novela.
 /temperatura <valor> — cuán atrevida es la escritura, de {tmin} a {tmax}. Ejemplo: /temperatura 0,7
 /longitud <n> — cuántos caracteres escribo, de {lmin} a {lmax}. Ejemplo: /longitud 500
 /olvidar — borro todo lo que guardo de este chat
+/ajustes todos — en un grupo, cualquiera podrá cambiar los ajustes; /ajustes admins lo deshace
 /ayuda — este mensaje
 
-Bajo cada texto, «Continuar» lo sigue y «Otra» lo escribe de nuevo."""
+Bajo cada texto, «Continuar» lo sigue y «Otra» lo escribe de nuevo. En los grupos y servidores, cambiar la temperatura o la longitud, /olvidar y /ajustes son cosa de los administradores; ver los ajustes, escribir y los botones, de todos."""
 
 DROPPED = "(He omitido caracteres que no conozco: {chars})"
 TRUNCATED = "(Tu semilla era larga: he leído solo sus últimos {n} caracteres.)"
@@ -26,6 +27,19 @@ LENGTH_SET = "Longitud fijada en {value} caracteres."
 LENGTH_BAD = "La longitud debe ser un número entero entre {lmin} y {lmax}, por ejemplo: /longitud 300"
 FORGOTTEN = "He olvidado todo lo que guardaba de este chat."
 NOTHING_TO_FORGET = "No guardaba nada de este chat."
+
+# who may change a group's settings (bot.chat.members)
+ONLY_ADMINS = "Solo los administradores de este chat pueden hacer eso."
+ADMINS_UNKNOWN = "No puedo saber ahora quién administra este chat. Inténtalo de nuevo en un momento."
+NOT_INSTALLED = ("Aquí no estoy instalado: para cambiar los ajustes de este servidor, sus administradores "
+                 "tienen que añadirme a él.")
+ADMINS_CHANGE = ("En este chat cambian los ajustes y usan /olvidar sus administradores. Un administrador "
+                 "puede dejárselo a todos con /ajustes todos.")
+EVERYONE_CHANGES = ("En este chat cualquiera puede cambiar los ajustes y usar /olvidar. Un administrador "
+                    "puede devolvérselo a los administradores con /ajustes admins.")
+AJUSTES_BAD = ("Escribe /ajustes todos para que cualquiera pueda cambiar los ajustes de este chat, o "
+               "/ajustes admins para que solo puedan sus administradores.")
+AJUSTES_PRIVATE = "En un chat privado los ajustes son solo tuyos: /ajustes es para los grupos."
 
 UNKNOWN_COMMAND = "No conozco ese comando. Escribe /ayuda para ver los que entiendo."
 RATE_LIMITED = "Despacio, que la pluma se cansa: espera {seconds} s antes de pedirme más."

@@ -7,7 +7,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-COMMANDS = ("cervantes", "continuar", "temperatura", "longitud", "olvidar", "ayuda", "start")
+COMMANDS = ("cervantes", "continuar", "temperatura", "longitud", "olvidar", "ajustes", "ayuda", "start")
 
 # /cervantes@MiBot Sancho dijo  ->  ("cervantes", "MiBot", "Sancho dijo")
 _COMMAND = re.compile(r"^[/!]([A-Za-z_]+)(?:@([A-Za-z0-9_]+))?(?:\s+(.*))?$", re.DOTALL)

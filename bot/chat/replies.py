@@ -16,6 +16,8 @@ def split(text: str, limit: int, units: Callable[[str], int] = len) -> list[str]
     """Parts of at most `limit` units, cut after the last line break or space when there is one.
 
     A cut depends only on the text before it, so a growing reply never moves its earlier cuts.
+    A part that would hold only whitespace (a text ending in blanks past a cut) is left out: both
+    platforms refuse a blank message, and a reply whose last part can never go out never ends.
     """
     parts = []
     while units(text) > limit:
@@ -24,9 +26,11 @@ def split(text: str, limit: int, units: Callable[[str], int] = len) -> list[str]
             end -= max(1, excess // 2)
         cut = max(text.rfind("\n", 0, end), text.rfind(" ", 0, end)) + 1
         cut = cut if cut > 0 else end
-        parts.append(text[:cut])
+        if text[:cut].strip():
+            parts.append(text[:cut])
         text = text[cut:]
-    parts.append(text)
+    if text.strip() or not parts:
+        parts.append(text)
     return parts
 
 

@@ -6,6 +6,16 @@ prefix command answers with messages of its own. A generated reply's last messag
 of bot.chat.buttons with its final text (bot.discord.buttons); a press answers with messages that reply to
 the pressed one. Every send and edit allows no mentions, so a seed with @everyone or <@id> pings
 nobody. Settings are per channel: ChatKey("discord", channel id).
+
+In a server, changing settings is for those who manage it (bot.chat.members): the settings' slash
+commands carry default_permissions Manage Server (server owners can change that under Integrations),
+and every settings command, slash or prefix, checks Manage Server, or Manage Channels in that
+channel, when it runs. A member is limited across every channel and thread of the server.
+
+The application can be installed by users as well as by servers (allowed_installs, allowed_contexts):
+/cervantes, /continuar and the buttons then work in any DM, group DM or server where the user is,
+answered through the interaction, even where the bot is not a member; settings there need the bot
+added to the server. Every such place shares one member limit per person.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Literal
 
 import aiohttp
 import discord
@@ -20,7 +31,8 @@ from discord import app_commands
 
 from bot.chat import buttons, messages
 from bot.discord import buttons as discord_buttons
-from bot.chat.commands import ChatKey, Commands, Written
+from bot.chat.commands import ChatKey, Commands, Written, record
+from bot.chat.members import Member
 from bot.chat.parsing import COMMANDS, Command, format_number, parse
 from bot.chat.replies import EditPacer
 from bot.chat.replies import split as split_chars
@@ -29,10 +41,14 @@ from config import DiscordSection
 log = logging.getLogger(__name__)
 
 MAX_CHARS = 2000  # Discord's limit for one message's content
+STOP_GRACE_S = 5.0  # at a stop, running commands get this long to finish their replies (serve allows 7 s)
+CLOSE_S = 1.5  # and closing the gateway and the HTTP session this long
 TOKEN_LIFETIME_S = 14 * 60  # an interaction's token works for 15 minutes; past that, channel messages
 NO_MENTIONS = discord.AllowedMentions.none()
 # Discord said no, or could not be reached (429s are waited out by discord.py itself)
 DISCORD_ERRORS = (discord.DiscordException, aiohttp.ClientError, asyncio.TimeoutError, OSError)
+SETTINGS = ("temperatura", "longitud", "olvidar", "ajustes")  # slash commands shown to server managers
+USER_INSTALLED = ("discord", "user-installed")  # the member group of every place without the bot
 
 
 def split(text: str, limit: int = MAX_CHARS) -> list[str]:
@@ -139,11 +155,15 @@ class MessageOutput(_Reply):
         await message.edit(content=text, allowed_mentions=NO_MENTIONS, **extra)
 
 
-class DiscordClient(discord.Client):
-    """discord.py's client with its command tree, as in discord.py's app_commands examples."""
+class DiscordClient(discord.AutoShardedClient):
+    """discord.py's client with its command tree, as in discord.py's app_commands examples. Sharded:
+    `[discord] shard_count` (0: Discord's recommendation) and `shard_ids` (this process's; all when
+    empty). DMs arrive on shard 0."""
 
     def __init__(self, adapter: DiscordAdapter, intents: discord.Intents):
-        super().__init__(intents=intents, allowed_mentions=NO_MENTIONS)
+        config = adapter.config
+        super().__init__(intents=intents, allowed_mentions=NO_MENTIONS, shard_count=config.shard_count or None,
+                         shard_ids=list(config.shard_ids) or None)
         self.adapter = adapter
         self.tree = app_commands.CommandTree(self)
 
@@ -196,15 +216,43 @@ class DiscordAdapter:
         self._connection.add_done_callback(self._connection_ended)
         log.info("connected to Discord as %s", self.client.user)
 
-    async def stop(self, grace_s: float = 10.0) -> None:
-        """Take no new commands, give running ones `grace_s` to finish their replies, then close."""
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Take no new commands, give running ones `grace_s` to finish their replies, then close:
+        within grace_s + CLOSE_S. A command still running then is cut, and counted as `stopping`."""
         self._closing = True
         running = self._running - {asyncio.current_task()}
         if running and grace_s > 0:
             await asyncio.wait(running, timeout=grace_s)
+        for task in running:
+            task.cancel()  # a no-op for the ones that finished
+        if running:
+            await asyncio.wait(running, timeout=CLOSE_S / 3)
+        closing = asyncio.ensure_future(self._close())
+        await asyncio.wait({closing}, timeout=CLOSE_S)
+        if not closing.done():
+            closing.cancel()
+            log.warning("the Discord connection did not close within %.1f s: going on without it", CLOSE_S)
+
+    async def _close(self) -> None:
         await self.client.close()
         if self._connection is not None:
             await asyncio.gather(self._connection, return_exceptions=True)
+
+    async def halt(self) -> None:
+        """Stop at once (this process lost its leadership: bot/process/leader.py): replies being
+        written are not finished, the gateway and the HTTP session close."""
+        await self.stop(grace_s=0)
+
+    @property
+    def shards(self) -> dict[int, bool]:
+        """Each shard this process runs: connected (ready, its gateway socket open) or not."""
+        ready = self.client.is_ready()
+        return {i: ready and not shard.is_closed() for i, shard in sorted(self.client.shards.items())}
+
+    @property
+    def connected(self) -> bool:
+        shards = self.shards
+        return bool(shards) and all(shards.values()) and not self.client.is_closed()
 
     def _connection_ended(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -235,19 +283,22 @@ class DiscordAdapter:
             log.warning("could not defer /%s: %r", name, exc)
             return
         out = InteractionOutput(interaction, self.pace)
-        user = str(interaction.user.id) if interaction.guild_id else None
-        await self._run(interaction.channel_id, Command(name, (argument or "").strip()), out, user)
+        await self._run(interaction.channel_id, Command(name, (argument or "").strip()), out,
+                        self._member_of(interaction))
 
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot or self._closing:  # other bots, webhooks and this bot itself
             return
         command = self.prefix_command(message.content)
         if command is not None:
-            user = str(message.author.id) if message.guild else None
+            member = None
+            if message.guild is not None and isinstance(message.author, discord.Member):
+                member = _member(message.author.id, message.guild.id,
+                                 lambda: message.channel.permissions_for(message.author))
             answered = self._answered(message) if command.name in buttons.LABELS else None
             if answered is not None and not command.argument:  # !continuar as a reply to one of our texts
                 command = Command(command.name, answered)
-            await self._run(message.channel.id, command, MessageOutput(message, self.pace), user)
+            await self._run(message.channel.id, command, MessageOutput(message, self.pace), member)
 
     def _answered(self, message: discord.Message) -> str | None:
         """The reply id named by the buttons of the message of ours that `message` answers, if any."""
@@ -271,13 +322,33 @@ class DiscordAdapter:
             except DISCORD_ERRORS as exc:
                 log.warning("could not answer a double tap: %r", exc)
             return
-        try:
-            await interaction.response.defer()  # within 3 s; an interaction's own messages cannot reply
+        reachable = self._present(interaction) or interaction.context.dm_channel
+        try:  # within 3 s; where the bot cannot post, the interaction answers: "thinking", then the text
+            await interaction.response.defer(thinking=not reachable)
         except DISCORD_ERRORS as exc:
             log.warning("could not defer a press on %s: %r", data, exc)
             return
-        user = str(interaction.user.id) if interaction.guild_id else None
-        await self._run(interaction.channel_id, command, MessageOutput(interaction.message, self.pace), user)
+        # an interaction's own messages cannot reply: where it can, the bot answers the pressed one
+        out = MessageOutput(interaction.message, self.pace) if reachable else InteractionOutput(interaction, self.pace)
+        await self._run(interaction.channel_id, command, out, self._member_of(interaction))
+
+    def _present(self, interaction: discord.Interaction) -> bool:
+        """Whether the bot is a member of the server the interaction comes from."""
+        guild_id = interaction.guild_id
+        return guild_id is not None and (self.client.get_guild(guild_id) is not None
+                                         or interaction.is_guild_integration())
+
+    def _member_of(self, interaction: discord.Interaction) -> Member | None:
+        """Who used a slash command or a button: None in the bot's DM; in a server with the bot,
+        its member; anywhere else (a user install), one member limit per person across all such places."""
+        user = interaction.user.id
+        if self._present(interaction):
+            return _member(user, interaction.guild_id, lambda: interaction.permissions)
+        if interaction.guild_id is not None:  # a server without the bot: its settings are not ours to change
+            return Member(str(user), USER_INSTALLED, _nobody, installed=False)
+        if interaction.context.private_channel:  # a group DM, or a DM between users: no admins there
+            return Member(str(user), USER_INSTALLED, _everybody)
+        return None
 
     def prefix_command(self, text: str) -> Command | None:
         """"!cervantes Sancho dijo" -> Command("cervantes", "Sancho dijo"); None for anything else,
@@ -288,18 +359,40 @@ class DiscordAdapter:
         command = parse("/" + text[len(prefix):])
         return command if command is not None and command.name in COMMANDS else None
 
-    async def _run(self, channel_id: int, command: Command, out: _Reply, user: str | None) -> None:
-        """`user`: who wrote, in a server's channel (limited apart from the channel's other members)."""
+    async def _run(self, channel_id: int, command: Command, out: _Reply, member: Member | None) -> None:
+        """`member`: who wrote, in a server's channel or thread (None in a DM with the bot)."""
         task = asyncio.current_task()
         self._running.add(task)
+        chat = ChatKey("discord", str(channel_id))
         try:
-            await self.commands.run(ChatKey("discord", str(channel_id)), command, out, user=user)
+            await self.commands.run(chat, command, out, member)
+        except asyncio.CancelledError:
+            if self._closing:  # cut by a stop: counted
+                record({"platform": "discord", "chat": chat.tag, "command": command.name, "outcome": "stopping"})
+            raise
         finally:
             self._running.discard(task)
 
 
+def _member(user_id: int, guild_id: int, permissions) -> Member:
+    """A member of a server with the bot; `permissions()`: theirs in the channel, overwrites included."""
+    async def is_admin() -> bool:
+        granted = permissions()
+        return granted.administrator or granted.manage_guild or granted.manage_channels
+
+    return Member(str(user_id), ("discord", guild_id), is_admin)
+
+
+async def _nobody() -> bool:
+    return False
+
+
+async def _everybody() -> bool:
+    return True
+
+
 def _slash_commands(adapter: DiscordAdapter, commands: Commands) -> list[app_commands.Command]:
-    """The six slash commands; each description is the docstring of its method in Commands."""
+    """The seven slash commands; each description is the docstring of its method in Commands."""
     c = commands.chat
     tmin, tmax = format_number(c.min_temperature), format_number(c.max_temperature)
 
@@ -326,8 +419,19 @@ def _slash_commands(adapter: DiscordAdapter, commands: Commands) -> list[app_com
     async def olvidar(interaction: discord.Interaction) -> None:
         await adapter.on_slash(interaction, "olvidar", "")
 
+    @app_commands.command(description=Commands.ajustes.__doc__)
+    @app_commands.describe(quien="todos: cualquiera cambia los ajustes; admins: solo quienes gestionan el servidor")
+    async def ajustes(interaction: discord.Interaction, quien: Literal["todos", "admins"] | None = None) -> None:
+        await adapter.on_slash(interaction, "ajustes", quien)
+
     @app_commands.command(description=Commands.ayuda.__doc__)
     async def ayuda(interaction: discord.Interaction) -> None:
         await adapter.on_slash(interaction, "ayuda", "")
 
-    return [cervantes, continuar, temperatura, longitud, olvidar, ayuda]
+    every = [cervantes, continuar, temperatura, longitud, olvidar, ajustes, ayuda]
+    for command in every:  # installable by servers and by users; usable in servers, the bot's DM, group DMs
+        command.allowed_installs = app_commands.AppInstallationType(guild=True, user=True)
+        command.allowed_contexts = app_commands.AppCommandContext(guild=True, dm_channel=True, private_channel=True)
+        if command.name in SETTINGS:  # shown to those who manage the server; owners can change it
+            command.default_permissions = discord.Permissions(manage_guild=True)
+    return every

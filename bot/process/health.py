@@ -4,7 +4,8 @@ It reads only the status file that serve keeps beside the database (bot/process/
 no TensorFlow, no database, nothing created. Unhealthy when serve is not running (or still
 starting: the file appears once the adapters have started), when the file is stale (serve died or
 its loop is stuck), when the generation worker is gone or makes no progress, or when an adapter
-is not connected.
+is not connected. With PostgreSQL (several processes, one active: bot/process/leader.py) a standby is
+healthy too, and the line says which this one is; unhealthy when serve cannot reach the database.
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ def check(path: Path, now: float | None = None) -> Verdict:
         return Verdict(False, f"no {path}: cervantes serve is not running, or its adapters are still starting")
     except (OSError, ValueError) as exc:
         return Verdict(False, f"{path} unreadable: {exc}")
+    try:
+        return _judge(report, path, now)
+    except (TypeError, AttributeError, KeyError, ValueError) as exc:  # right keys, wrong types
+        return Verdict(False, f"{path} unreadable: not a cervantes status file ({type(exc).__name__}: {exc})")
+
+
+def _judge(report: dict, path: Path, now: float) -> Verdict:
     age = now - report["updated_at"]
     if age > STALE_AFTER_S:
         return Verdict(False, f"{path.name} last written {age:.0f} s ago: cervantes serve died or is stuck")
@@ -56,7 +64,38 @@ def check(path: Path, now: float | None = None) -> Verdict:
     listed = ", ".join(
         f"{name} {'connected' if state.get('connected') else 'DISCONNECTED'}"
         + (f" (last ok {_ago(state['last_ok'], now)})" if state.get("last_ok") is not None else "")
+        + _shards(state.get("shards"))
         for name, state in adapters.items())
+    elected = _elected(report.get("election"), now)
+    if elected is not None and not elected.ok:
+        return elected
+    starting = [name for name, duty in (report.get("election") or {}).items()
+                if duty.get("role") == "active" and name not in adapters]
+    if starting:
+        return Verdict(False, f"active for {', '.join(starting)}, its adapter still starting")
     if down:
         return Verdict(False, listed)
-    return Verdict(True, f"model {model.get('id', '?')}, worker {_ago(progress, now)}, {listed or 'no adapters'}")
+    roles = f"{elected.reason}; " if elected is not None else ""
+    return Verdict(True, f"{roles}model {model.get('id', '?')}, worker {_ago(progress, now)}, "
+                         f"{listed or 'no adapters'}")
+
+
+def _shards(shards: dict | None) -> str:
+    if not shards:
+        return ""
+    return " (" + ", ".join(f"shard {i} {'connected' if up else 'DISCONNECTED'}" for i, up in shards.items()) + ")"
+
+
+def _elected(election: dict | None, now: float) -> Verdict | None:
+    """What this process was elected to, or why it is in no election: None without PostgreSQL."""
+    if not election:
+        return None
+    for name, duty in election.items():
+        if duty.get("role") == "offline":
+            return Verdict(False, f"the database cannot be reached (since {_ago(duty.get('since'), now)}): "
+                                  f"{duty.get('error')}; not standing by for {name}")
+        if duty.get("role") == "joining":
+            return Verdict(False, f"still joining the election for {name}")
+    return Verdict(True, ", ".join(f"{duty['role']} for {name}" + (" (another process is active)"
+                                                                    if duty["role"] == "standby" else "")
+                                   for name, duty in election.items()))

@@ -10,9 +10,21 @@ import contextlib
 import logging
 from typing import AsyncIterator
 
+from bot.chat import buttons
+from bot.chat.parsing import COMMANDS
 from config import MetricsSection
 
 log = logging.getLogger(__name__)
+
+# Label values only from fixed sets, never from what users type: each new value is a series kept forever
+COMMAND_LABELS = frozenset((*COMMANDS, *buttons.LABELS, "inline"))
+OUTCOME_LABELS = frozenset(("ok", "busy", "timeout", "error", "limited", "limited_silent", "superseded", "stopping"))
+DELIVERY_LABELS = frozenset(("delivered", "partial", "undelivered", "unconfirmed", "stopping", "unknown"))
+SCOPE_LABELS = frozenset(("bot", "chat", "group"))
+
+
+def _label(value, known: frozenset) -> str:
+    return value if value in known else "other"
 
 LATENCY_BUCKETS_S = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60)  # a 300-character reply takes seconds
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -23,7 +35,8 @@ class _Metrics:
         from prometheus_client import Counter, Gauge, Histogram
 
         self.requests = Counter("cervantes_requests", "Requests by command and outcome (ok, busy, "
-                                "timeout, error, limited, limited_silent; inline: superseded)",
+                                "timeout, error, limited, limited_silent, stopping; inline: superseded; "
+                                "anything else: other)",
                                 ["command", "outcome"], registry=registry)
         self.latency = Histogram("cervantes_request_latency_seconds", "From a request to its reply's "
                                  "last character", buckets=LATENCY_BUCKETS_S, registry=registry)
@@ -32,7 +45,7 @@ class _Metrics:
         self.characters = Counter("cervantes_characters_generated", "Characters generated",
                                   registry=registry)
         self.deliveries = Counter("cervantes_deliveries", "Generated replies by how their delivery "
-                                  "went (delivered, partial, undelivered, unconfirmed)", ["outcome"],
+                                  "went (delivered, partial, undelivered, unconfirmed, stopping)", ["outcome"],
                                   registry=registry)
         self.first_visible = Histogram("cervantes_first_visible_seconds", "From a command to the first "
                                        "text of its reply in the chat", buckets=LATENCY_BUCKETS_S,
@@ -46,7 +59,8 @@ class _Metrics:
         queue.set_function(lambda: service.stats().waiting)  # read at each scrape
 
     def observe(self, fields: dict) -> None:
-        self.requests.labels(fields["command"], fields["outcome"]).inc()
+        self.requests.labels(_label(fields["command"], COMMAND_LABELS),
+                             _label(fields["outcome"], OUTCOME_LABELS)).inc()
         if "latency_ms" in fields:  # absent when the request never ran (busy)
             self.latency.observe(fields["latency_ms"] / 1000)
         if fields.get("batch_size"):
@@ -54,7 +68,7 @@ class _Metrics:
         if fields.get("characters"):
             self.characters.inc(fields["characters"])
         if "delivery" in fields:
-            self.deliveries.labels(fields["delivery"]).inc()
+            self.deliveries.labels(_label(fields["delivery"], DELIVERY_LABELS)).inc()
         if "first_visible_ms" in fields:
             self.first_visible.observe(fields["first_visible_ms"] / 1000)
         if "final_ms" in fields:
@@ -78,7 +92,7 @@ def observe(fields: dict) -> None:
 def observe_throttled(scope: str) -> None:
     """Count one 429 from the chat platform: scope is "bot", "chat" or "group"."""
     if _active is not None:
-        _active.throttled.labels(scope).inc()
+        _active.throttled.labels(_label(scope, SCOPE_LABELS)).inc()
 
 
 def start(service, address: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:

@@ -50,7 +50,7 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
         chunk_steps=g.chunk_steps, queue_size=g.queue_size, request_timeout_s=g.request_timeout_s,
         max_seed_chars=config.chat.max_seed_chars, strip_accents=loaded.hp.strip_accents, top_k=g.top_k,
         top_p=g.top_p, words=g.words)
-    async with service, await Storage.open(config.storage.path, keep_days=config.storage.keep_days,
+    async with service, await Storage.open(config.storage.database(), keep_days=config.storage.keep_days,
                                           replies_per_chat=config.storage.replies_per_chat) as storage:
         # the shapes of one lone request now (XLA), rather than in a user's first reply
         await service.generate("En un lugar de la Mancha", length=g.chunk_steps + 1)

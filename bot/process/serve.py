@@ -7,6 +7,8 @@ SIGTERM and SIGINT stop the adapters, within STOP_BUDGET_S even if one hangs, th
 closes. An adapter may also end the run itself: an exception set on its optional `failed` future
 (a revoked token, say) stops serve, which raises it as StartupError.
 With `[metrics] port` set, Prometheus metrics are served too (bot.process.metrics).
+With `[storage] url` set, each adapter runs only while this process is elected to it
+(bot/process/leader.py); the status file is written from the moment the process stands by.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import asyncio
 import logging
 import signal
 import sys
+import typing
 
-from bot.process import metrics, secrets, startup, status
+from bot.process import leader, metrics, secrets, startup, status
 from bot.process.runtime import open_runtime
 from bot.process.startup import StartupError
 from config import Config
@@ -49,6 +52,9 @@ async def serve(config: Config, environ, console_chat_id: str = "local") -> None
     async with open_runtime(config) as runtime, metrics.serving(config.metrics, runtime.service):
         if not await _warm(runtime, stop):
             return  # stopped while compiling
+        if config.storage.shared and startup.tokens(environ):
+            await _elected(runtime, environ, stop)
+            return
         adapters = _adapters(runtime, environ)
         if not adapters:
             await _console(runtime, console_chat_id, stop)
@@ -61,7 +67,7 @@ async def serve(config: Config, environ, console_chat_id: str = "local") -> None
                     return  # stopped while starting
                 started.append(adapter)
                 log.info("%s adapter started", type(adapter).__name__)
-            keeping = asyncio.create_task(status.keep(status.path_for(config.storage.path), runtime, adapters))
+            keeping = asyncio.create_task(status.keep(status.path_of(config.storage), runtime, adapters))
             await _until_stopped(stop, adapters, environ)
             log.info("stopping")
         finally:
@@ -147,3 +153,103 @@ async def _stop_all(adapters: list) -> None:
             log.warning("%s did not stop cleanly: %s", type(stopping[task]).__name__,
                         type(task.exception()).__name__)
             log.debug("stop failed", exc_info=task.exception())
+
+
+# --- one active process per duty: bot/process/leader.py -----------------------------------------------
+
+def _duties(runtime, environ) -> list[tuple[str, typing.Callable]]:
+    """(duty, a new adapter for it) for each token set. A duty names its bot, by the public part of
+    its token (Telegram's bot id, Discord's encoded user id), and on Discord its set of shards."""
+    config, duties = runtime.config, []
+    if telegram := secrets.token("TELEGRAM_TOKEN", environ):
+        from bot.telegram.adapter import TelegramAdapter
+
+        duties.append((f"telegram bot {telegram.split(':')[0]}",
+                       lambda: TelegramAdapter(runtime.commands, config.telegram, telegram)))
+    if discord := secrets.token("DISCORD_TOKEN", environ):
+        from bot.discord.adapter import DiscordAdapter
+
+        shards = leader.shard_set(config.discord.shard_count, config.discord.shard_ids)
+        duties.append((f"discord bot {discord.split('.')[0]} {shards}",
+                       lambda: DiscordAdapter(runtime.commands, config.discord, discord)))
+    return duties
+
+
+async def _elected(runtime, environ, stop: asyncio.Event) -> None:
+    """Every duty's election at once; the status file says which this process is active for."""
+    config = runtime.config
+    changed = asyncio.Event()  # a role changed, or an adapter started or stopped: rewrite the status now
+    url = config.storage.database()
+    terms = [(leader.Election(url, duty, on_change=changed.set), make)
+             for duty, make in _duties(runtime, environ)]
+    running: list = []  # the adapters this process runs now
+
+    def report() -> dict:  # keyed "telegram", "discord": as the adapters are named
+        return {"election": {e.duty.split(" ")[0]: {**e.report(), "duty": e.duty} for e, _ in terms}}
+
+    keeping = asyncio.create_task(status.keep(status.path_of(config.storage), runtime, running, extra=report,
+                                              wake=changed))
+    holding = [asyncio.create_task(_hold(election, make, stop, running, config, environ, changed))
+               for election, make in terms]
+    try:
+        done, _ = await asyncio.wait(holding, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()  # an adapter that failed (a revoked token): serve ends, as without elections
+    finally:
+        for task in holding:
+            task.cancel()
+        await asyncio.gather(*holding, return_exceptions=True)
+        keeping.cancel()
+        await asyncio.gather(keeping, return_exceptions=True)
+        for election, _ in terms:
+            await election.close()
+
+
+async def _hold(election: leader.Election, make, stop: asyncio.Event, running: list, config: Config,
+                environ, changed: asyncio.Event) -> None:
+    """Stand by until elected, then run the adapter until a stop (delivered, then handed over) or
+    until the lock's connection is lost (halted at once: nothing more sent), and stand by again."""
+    while await election.win(stop):
+        adapter = make()
+        ended = asyncio.Event()
+        watching = [asyncio.create_task(_set_after(event, ended)) for event in (stop, election.lost)]
+        halted = False
+        try:
+            if not await _start(adapter, ended, config, environ):
+                halted = election.lost.is_set() and not stop.is_set()
+                continue
+            running.append(adapter)
+            changed.set()
+            log.info("%s: active, %s adapter started", election.duty, type(adapter).__name__)
+            await _until_stopped(ended, [adapter], environ)
+            halted = election.lost.is_set() and not stop.is_set()
+        finally:
+            for task in watching:
+                task.cancel()
+            if adapter in running:
+                running.remove(adapter)
+                changed.set()
+            if halted:
+                await _halt(adapter)
+            else:
+                await _stop_all([adapter])
+                await election.resign()
+        if stop.is_set():
+            return
+
+
+async def _set_after(event: asyncio.Event, then: asyncio.Event) -> None:
+    await event.wait()
+    then.set()
+
+
+async def _halt(adapter) -> None:
+    """The lock is lost: send nothing more (the adapter's `halt`: its queue dropped), then stop."""
+    halt = getattr(adapter, "halt", None)
+    if halt is None:
+        await _stop_all([adapter])
+        return
+    try:
+        await asyncio.wait_for(halt(), timeout=STOP_BUDGET_S)
+    except Exception as exc:  # halted or not, this process goes back to standing by
+        log.warning("%s did not halt cleanly: %s", type(adapter).__name__, type(exc).__name__)

@@ -15,17 +15,27 @@ What an adapter reports (read with getattr, so an adapter without them still wor
       (or, in webhook mode, the webhook is set and its server listens); Discord: the gateway is
       ready and its heartbeats are acknowledged.
   `last_ok` (float | None): time.time() of its last successful exchange with its platform.
+  `shards` ({id: bool}, Discord): each gateway shard this process runs, connected or not.
 An adapter without `connected` is judged by what its library says, as before it had one.
+
+With `[storage] url` (PostgreSQL: several processes, one active; bot/process/leader.py) the file is
+per process, and says what this one was elected to: `"election": {"telegram": {"role": "active" |
+"standby" | "taking over" | "offline" | "joining", "error": ..., "since": ..., "duty": ...}}`; only the
+adapters it is active for are listed. Where the file lives: `path_of`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import tempfile
+import socket
 import time
 from pathlib import Path
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +44,17 @@ INTERVAL_S = 5.0  # how often serve rewrites the status file
 
 def path_for(db_path: str | os.PathLike) -> Path:
     return Path(f"{db_path}.status.json")
+
+
+def path_of(storage) -> Path:
+    """The status file of this process: `[storage] status_path` when set; else beside the SQLite
+    file, or with a PostgreSQL url (processes that share no file) in the database's folder, named
+    after the host (a container's hostname is its own)."""
+    if storage.status_path:
+        return Path(storage.status_path)
+    if storage.shared:
+        return Path(storage.path).parent / f"cervantes-{socket.gethostname()}.status.json"
+    return path_for(storage.path)
 
 
 def adapter_name(adapter) -> str:
@@ -45,6 +66,9 @@ def adapter_state(adapter) -> dict:
     """{"connected": bool, "last_ok": float | None}: the adapter's own word, else its library's."""
     last_ok = getattr(adapter, "last_ok", None)
     own = getattr(adapter, "connected", None)
+    shards = getattr(adapter, "shards", None)
+    if isinstance(shards, dict):
+        return {"connected": bool(own), "last_ok": last_ok, "shards": {str(i): bool(c) for i, c in shards.items()}}
     if own is not None:
         return {"connected": bool(own), "last_ok": last_ok}
     app = getattr(adapter, "application", None)  # python-telegram-bot: started and polling (or webhook up)
@@ -58,21 +82,29 @@ def adapter_state(adapter) -> dict:
     return {"connected": False, "last_ok": last_ok}
 
 
-def snapshot(runtime, adapters: list) -> dict:
+def snapshot(runtime, adapters: list, extra: Callable[[], dict] | None = None) -> dict:
     service = runtime.service
     stats = service.stats()
     return {"pid": os.getpid(), "updated_at": time.time(),
             "model": {"id": runtime.model_id, "loaded": True},
             "worker": {"alive": service.worker_alive, "progress_at": service.progress_at,
                        "waiting": stats.waiting, "active": stats.active},
-            "adapters": {adapter_name(a): adapter_state(a) for a in adapters}}
+            "adapters": {adapter_name(a): adapter_state(a) for a in adapters},
+            **(extra() if extra is not None else {})}
 
 
 def write(path: Path, status: dict) -> None:
-    """Replace the status file at once (written beside it, then renamed)."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(status))
-    os.replace(partial, path)
+    """Replace the status file at once: written to a new file beside it (a unique name, mode 0600,
+    created exclusively, so a symlink planted there is never followed), then renamed over it."""
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(json.dumps(status))
+        os.replace(partial, path)  # replaces a symlink at `path` itself, never what it points to
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
 
 
 def read(path: Path) -> dict:
@@ -83,14 +115,23 @@ def read(path: Path) -> dict:
     return status
 
 
-async def keep(path: Path, runtime, adapters: list) -> None:
-    """Write the status now and every INTERVAL_S until cancelled; then remove the file."""
+async def keep(path: Path, runtime, adapters: list, extra: Callable[[], dict] | None = None,
+               wake: asyncio.Event | None = None) -> None:
+    """Write the status now and every INTERVAL_S until cancelled; then remove the file.
+    `adapters` is read anew at each write; `extra()` adds keys (the election's); `wake`, when set,
+    has the next write made at once (a role changed)."""
     try:
         while True:
+            if wake is not None:
+                wake.clear()
             try:
-                await asyncio.to_thread(write, path, snapshot(runtime, adapters))
+                await asyncio.to_thread(write, path, snapshot(runtime, adapters, extra))
             except OSError as exc:
                 log.warning("status file %s not written: %s", path, exc)
-            await asyncio.sleep(INTERVAL_S)
+            if wake is None:
+                await asyncio.sleep(INTERVAL_S)
+            else:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(wake.wait(), INTERVAL_S)
     finally:
         path.unlink(missing_ok=True)

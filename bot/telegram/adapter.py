@@ -10,6 +10,9 @@ Every generated reply carries the buttons of bot.chat.buttons (an inline keyboar
 A press is answered at once (answerCallbackQuery, so the button stops spinning) and runs as the
 command it stands for; its reply answers the message pressed. `/continuar` sent as a reply to one
 of the bot's texts continues that text: its buttons name it.
+
+In a group, each command carries its member (bot.chat.members): limited across every topic of the
+group, whose topics share its quota, and an admin if Telegram lists them as one (bot/telegram/admins.py).
 """
 
 from __future__ import annotations
@@ -22,16 +25,19 @@ import time
 from typing import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
-from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram import (BotCommand, BotCommandScopeAllChatAdministrators, BotCommandScopeAllGroupChats,
+                      InlineKeyboardButton, InlineKeyboardMarkup, Message, Update, User)
 from telegram.constants import ChatType
 from telegram.error import InvalidToken, TelegramError
-from telegram.ext import (AIORateLimiter, Application, ApplicationBuilder, CallbackQueryHandler, ContextTypes,
-                          MessageHandler, filters)
+from telegram.ext import (AIORateLimiter, Application, ApplicationBuilder, CallbackQueryHandler,
+                          ChatMemberHandler, ContextTypes, MessageHandler, filters)
 from telegram.request import HTTPXRequest
 
 from bot.chat import buttons, messages
-from bot.chat.commands import ChatKey, Commands, Written
+from bot.chat.commands import ChatKey, Commands, Written, record
+from bot.chat.members import Member
 from bot.chat.parsing import COMMANDS, Command, parse
+from bot.telegram.admins import Admins
 from bot.telegram.inline import InlineMode
 from bot.telegram.outbox import TOKEN, Outbox, Reply, describe
 from config import TelegramSection
@@ -41,9 +47,16 @@ log = logging.getLogger(__name__)
 
 CONNECTED_WITHIN_S = 45.0  # a long poll lasts 10 s: no good answer for this long is not connected
 CONFLICT_LIMIT_S = 60.0  # another instance polling this long (409): this one gives up
-STOP_GRACE_S = 3.0  # at a stop, replies still queued get this long to go out (docker stop allows 10 s)
-# What Telegram delivers to the bot: nothing else reaches it, in polling and in webhook mode alike
-UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY, Update.INLINE_QUERY]
+STOP_BUDGET_S = 6.5  # a stop takes at most this long: serve gives the adapters 7 s (docker stop allows 10 s)
+STOP_GRACE_S = 3.0  # of which replies still queued get this long to go out
+SHUTDOWN_S = 0.5  # and closing the connections this long
+# What Telegram delivers to the bot: nothing else reaches it, in polling and in webhook mode alike.
+# chat_member (a member promoted or demoted; sent to bots that are admins) and my_chat_member (the
+# bot's own status) drop the chat's list of admins (bot/telegram/admins.py).
+UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY, Update.INLINE_QUERY, Update.CHAT_MEMBER, Update.MY_CHAT_MEMBER]
+# The command menus: writing for everyone, settings for private chats and for groups' admins
+WRITING = ("cervantes", "continuar", "ayuda")
+SETTINGS = ("temperatura", "longitud", "olvidar")
 
 class _HideTokens(logging.Filter):
     """Blanks bot tokens in the records of the loggers that print request URLs (the token is in them)."""
@@ -93,6 +106,9 @@ class TelegramOutput:
             async for piece in pieces:  # read to the end even when Telegram fails: the state gets saved
                 text += piece
                 reply.grow(text)
+        except asyncio.CancelledError:  # cut by a stop: whatever shows of it, it is counted as stopping
+            reply.cut = True
+            raise
         finally:
             if not text.strip():  # Telegram refuses a blank message: show that nothing came
                 reply.grow(text + "…")
@@ -169,7 +185,11 @@ class TelegramAdapter:
         self.application.add_handler(MessageHandler(filters.TEXT & filters.UpdateType.MESSAGE, self._on_message))
         self.application.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self._on_migrate))
         self.application.add_handler(CallbackQueryHandler(self._on_press))
+        self.admins = Admins(self.application.bot)
+        self.application.add_handler(ChatMemberHandler(self._on_member, ChatMemberHandler.ANY_CHAT_MEMBER))
         self.double_taps = buttons.DoubleTaps()
+        self._handling: set[asyncio.Task] = set()  # commands being answered
+        self._stopping = False
         self.application.add_handler(InlineMode(commands.service, commands.chat, config).handler())
         self.application.add_error_handler(self._on_error)
 
@@ -225,25 +245,52 @@ class TelegramAdapter:
             raise
         log.info("telegram bot @%s receiving updates by %s", app.bot.username, self.config.mode)
 
-    async def stop(self) -> None:
-        """Stop receiving, let the replies in flight finish and go out, close the connections. Safe to repeat."""
-        app = self.application
-        with contextlib.suppress(TelegramError):  # polling may have ended in an error (a revoked token)
+    async def stop(self, budget_s: float = STOP_BUDGET_S) -> None:
+        """Stop receiving, let the replies in flight finish and go out, close the connections, all
+        within `budget_s`. Safe to repeat. A command still being written when its share is over is
+        cut there; what the outbox cannot deliver in STOP_GRACE_S is counted as `stopping`."""
+        deadline = time.monotonic() + budget_s
+
+        def left(reserve: float = 0.0) -> float:
+            return max(0.0, deadline - reserve - time.monotonic())
+
+        app, self._stopping = self.application, True
+        with contextlib.suppress(TelegramError, asyncio.TimeoutError):  # polling may have ended in an error
             if app.updater is not None and app.updater.running:
-                await app.updater.stop()
-        if app.running:
-            await app.stop()  # waits for the handlers in flight: their replies are in the outbox
-        await self.outbox.close(grace_s=STOP_GRACE_S)
-        with contextlib.suppress(TelegramError):
-            await app.shutdown()
+                await asyncio.wait_for(app.updater.stop(), left(STOP_GRACE_S + SHUTDOWN_S))
+        if app.running:  # app.stop() waits for the handlers in flight: their replies go to the outbox
+            stopping = asyncio.ensure_future(app.stop())
+            await asyncio.wait({stopping}, timeout=left(STOP_GRACE_S + SHUTDOWN_S))
+            for task in self._handling:  # still writing: cut, and counted as stopping (_handle)
+                task.cancel()
+            await asyncio.wait({stopping}, timeout=max(0.1, left(STOP_GRACE_S + SHUTDOWN_S)))
+            stopping.cancel()
+        await self.outbox.close(grace_s=min(STOP_GRACE_S, left(SHUTDOWN_S)))
+        with contextlib.suppress(asyncio.TimeoutError):  # the request lines of what the outbox settled
+            await asyncio.wait_for(self.commands.drain(), max(0.1, left(SHUTDOWN_S)))
+        try:
+            await asyncio.wait_for(app.shutdown(), max(0.1, left()))
+        except (TelegramError, RuntimeError, asyncio.TimeoutError) as exc:  # an updater that would not stop
+            log.warning("telegram adapter did not shut down cleanly: %s", describe(exc))
+
+    async def halt(self) -> None:
+        """Stop sending at once (this process lost its leadership: bot/process/leader.py): what is
+        queued or in flight is dropped, then the adapter stops."""
+        await self.outbox.close(grace_s=0)
+        await self.stop()
 
     async def _publish_commands(self) -> None:
-        menu = [BotCommand(name, _summary(getattr(self.commands, name).__doc__))
-                for name in COMMANDS if getattr(getattr(self.commands, name, None), "__doc__", None)]
-        try:
-            await self.application.bot.set_my_commands(menu)
-        except TelegramError as exc:  # the bot works without its menu
-            log.warning("setMyCommands failed: %s", describe(exc))
+        """Private chats: every command but /ajustes; groups: the writing ones; groups' admins: all."""
+        def menu(names):
+            return [BotCommand(name, _summary(getattr(self.commands, name).__doc__)) for name in COMMANDS
+                    if name in names]
+
+        for names, scope in ((WRITING + SETTINGS, None), (WRITING, BotCommandScopeAllGroupChats()),
+                             (WRITING + SETTINGS + ("ajustes",), BotCommandScopeAllChatAdministrators())):
+            try:
+                await self.application.bot.set_my_commands(menu(names), scope=scope)
+            except TelegramError as exc:  # the bot works without its menu
+                log.warning("setMyCommands failed: %s", describe(exc))
 
     async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if self.config.mode == "webhook":
@@ -255,15 +302,16 @@ class TelegramAdapter:
         if command.name not in COMMANDS and message.chat.type != ChatType.PRIVATE:
             return  # in a group, a command we do not know is likely another bot's
         chat, thread = _chat_of(message)
-        in_group = message.chat.type != ChatType.PRIVATE
-        user = str(message.from_user.id) if in_group and message.from_user else None
+        # an anonymous admin writes as the group itself (from GroupAnonymousBot)
+        anonymous = message.sender_chat is not None and message.sender_chat.id == message.chat_id
+        who = self._member(message, message.from_user, anonymous)
         answered = message.reply_to_message
         pressed = _pressed(answered, context.bot.id) if command.name in buttons.LABELS else None
         if pressed is not None and not command.argument:  # /continuar as a reply to one of our texts
             command = Command(command.name, pressed)
         out = TelegramOutput(self.outbox, message.chat_id, chat, self.move_chat, thread_id=thread,
                              reply_to=answered.message_id if pressed is not None else None)
-        await self.commands.run(chat, command, out, user=user)
+        await self._handle(chat, command, out, who)
 
     async def _on_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A button under one of our texts: answered at once, then run as its command."""
@@ -278,10 +326,40 @@ class TelegramAdapter:
             return
         await self._answer(query)
         chat, thread = _chat_of(message)
-        user = str(query.from_user.id) if message.chat.type != ChatType.PRIVATE else None
         out = TelegramOutput(self.outbox, message.chat_id, chat, self.move_chat, thread_id=thread,
                              reply_to=message.message_id)
-        await self.commands.run(chat, command, out, user=user)
+        await self._handle(chat, command, out, self._member(message, query.from_user))
+
+    def _member(self, message: Message, user: User | None, anonymous: bool = False) -> Member | None:
+        """Who wrote or pressed in a group (None in a private chat): limited across every topic of
+        the group, which share its quota too, and an admin if Telegram lists them as one."""
+        if message.chat.type == ChatType.PRIVATE:
+            return None
+        chat_id = message.chat_id
+        user_id = user.id if user is not None else message.sender_chat.id if message.sender_chat else 0
+
+        async def is_admin() -> bool:
+            return anonymous or await self.admins.is_admin(chat_id, user_id)
+
+        return Member(str(user_id), ("telegram", chat_id), is_admin, room=ChatKey("telegram", str(chat_id)))
+
+    async def _on_member(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Someone's status changed in a chat (a promotion, a demotion, the bot's own): its admins
+        are asked again at the next change of settings there."""
+        self.admins.forget(update.effective_chat.id)
+
+    async def _handle(self, chat: ChatKey, command: Command, out: TelegramOutput, member: Member | None) -> None:
+        """Run a command; one cut by a stop is logged and counted as `stopping`."""
+        task = asyncio.current_task()
+        self._handling.add(task)
+        try:
+            await self.commands.run(chat, command, out, member)
+        except asyncio.CancelledError:
+            if self._stopping:
+                record({"platform": chat.platform, "chat": chat.tag, "command": command.name, "outcome": "stopping"})
+            raise
+        finally:
+            self._handling.discard(task)
 
     async def _on_migrate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A group became a supergroup; Telegram says so in both chats (the second move finds nothing)."""

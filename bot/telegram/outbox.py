@@ -104,6 +104,11 @@ class Window:
             return math.inf
         return self.times[self.in_flight + len(self.times) - self.limit] + self.period
 
+    def next_free(self, now: float) -> float:
+        """When the next counted request stops counting (infinity while none is counted yet)."""
+        self._prune(now)
+        return self.times[0] + self.period if self.times else math.inf
+
     def take(self) -> None:
         self.in_flight += 1
 
@@ -172,6 +177,7 @@ class Reply:
         self.throttled = 0  # 429s met on the way
         self.failures = 0  # network trouble in a row, for the backoff
         self.damaged = False  # a message of it could not be edited to its final text
+        self.cut = False  # its writing was cut short by a stop
         self.on_migrate: Migrated | None = None
         self.thread_id: int | None = None  # the forum topic it answers in
         self.reply_to: int | None = None  # the message its first message answers (a button's)
@@ -326,10 +332,11 @@ class Outbox:
             may_stream = not chat.group and now - reply.started >= self.stream_after_s
             request = reply.next_request(may_stream)
             if request is None:
-                if not reply.complete and not chat.group:
-                    soon = min(soon, reply.started + self.stream_after_s)
+                if not reply.complete and not chat.group and now < reply.started + self.stream_after_s:
+                    soon = min(soon, reply.started + self.stream_after_s)  # then it may stream
                 request = self._typing(chat, reply, now)
-                if request is None:
+                if request is None:  # else nothing changes before its text grows (a wake) or typing is due
+                    soon = min(soon, self._typing_due(chat, reply, now))
                     continue
             if request.priority == EDIT and now < chat.last_edit + self.edit_interval_s:
                 soon = min(soon, chat.last_edit + self.edit_interval_s)
@@ -371,6 +378,15 @@ class Outbox:
             return None
         return _Request(TYPING, "typing", 0, "")
 
+    def _typing_due(self, chat: _Chat, reply: Reply, now: float) -> float:
+        """When "typing" may be wanted for this reply next (infinity: never, unless its text changes)."""
+        if reply.complete or reply.posted:
+            return math.inf
+        due = max(reply.started + TYPING_AFTER_S, chat.typing_at + TYPING_EVERY_S)
+        if due <= now and chat.group_window:  # held back for want of spare room in the group's minute
+            due = chat.group_window.next_free(now)
+        return due if due > now else math.inf
+
     def _send_now(self, chat: _Chat, reply: Reply, request: _Request, now: float) -> None:
         chat.busy = True
         for window in [self._bot_window, *chat.windows()]:
@@ -384,12 +400,16 @@ class Outbox:
         task.add_done_callback(self._sending.discard)
 
     async def _send(self, chat: _Chat, reply: Reply, request: _Request) -> None:
+        began = self.clock()
         try:
             await self._request(chat, reply, request)
         except Exception:  # never leave the chat busy
             log.exception("telegram outbox: %s failed for chat %s", request.action, reply.chat.tag)
         finally:
             now = self.clock()
+            # at DEBUG, what an admin needs of each request (the libraries' own lines hold ids and text)
+            log.debug("%s for chat %s: part %d, %d characters, %.0f ms", request.action, reply.chat.tag,
+                      request.part, len(request.text), (now - began) * 1000)
             for window in [self._bot_window, *chat.windows()]:
                 window.answered(now)
             chat.busy = False
@@ -508,7 +528,9 @@ class Outbox:
         if reply.done.done():
             return
         now = self.clock()
-        if why == "delivered":
+        if why == "stopping" or reply.cut:  # the bot stopped before it was written or delivered
+            outcome = "stopping"
+        elif why == "delivered":
             outcome = "partial" if reply.damaged else "delivered"
         elif why == "unconfirmed":
             outcome = "unconfirmed"

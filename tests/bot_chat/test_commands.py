@@ -14,7 +14,7 @@ from bot.chat.parsing import Command, parse
 from config import ChatSection
 from service.generation import Busy, GenerationService
 from storage import Continuation, Storage
-from recorder import Recorder, say
+from recorder import Recorder, member, say
 
 DEFAULT_SHOWN = f"es {ChatSection().temperature:g}.".replace(".", ",", 1)  # "es 0,8.": the default temperature
 
@@ -261,8 +261,8 @@ async def test_a_group_member_has_a_share_of_the_group_quota(tiny_sampler, db_pa
     async with bot(tiny_sampler, db_path, chat=shares) as c:
         ana, bea = Recorder(), Recorder()
         for _ in range(3):
-            await c.run(CHAT, parse("/ayuda"), ana, user="ana")
-        await c.run(CHAT, parse("/ayuda"), bea, user="bea")
+            await c.run(CHAT, parse("/ayuda"), ana, member("ana"))
+        await c.run(CHAT, parse("/ayuda"), bea, member("bea"))
     assert ana.replies[2].startswith("Despacio") and not bea.last.startswith("Despacio")
 
 

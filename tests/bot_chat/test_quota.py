@@ -33,3 +33,13 @@ def test_one_member_cannot_use_up_the_whole_group():
 def test_zero_means_no_limit():
     quota = Quota(per_chat=0, per_user=0, clock=Clock())
     assert all(quota.check("chat", user="ana").wait_s == 0 for _ in range(500))
+
+
+def test_a_member_named_across_the_group_has_one_share_in_every_topic():
+    """The adapter names a member by (group, user): ten topics or threads are still one share."""
+    quota = Quota(per_chat=0, per_user=3, clock=Clock())
+    verdicts = [quota.check(f"-100123:{topic}", user=("-100123", "ana")) for topic in range(10)]
+    assert [v.wait_s == 0 for v in verdicts] == [True] * 3 + [False] * 7
+    assert [v.notify for v in verdicts[3:]] == [True] + [False] * 6  # one notice, wherever it goes
+    assert quota.check("-100123:4", user=("-100123", "bea")).wait_s == 0  # another member: her own
+    assert quota.check("-100999", user=("-100999", "ana")).wait_s == 0  # another group: its own

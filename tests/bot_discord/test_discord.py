@@ -8,6 +8,7 @@ handler time.monotonic() stands still, which makes the pace of edits exact to te
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import discord
 import pytest
@@ -21,7 +22,8 @@ from bot.process.runtime import open_runtime
 from config import Config
 
 LENGTH = 60  # characters a reply adds to its seed
-SLASH = ("cervantes", "continuar", "temperatura", "longitud", "olvidar", "ayuda")
+SLASH = ("cervantes", "continuar", "temperatura", "longitud", "olvidar", "ajustes", "ayuda")
+SETTINGS = ("temperatura", "longitud", "olvidar", "ajustes")  # for those who manage the server
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +88,10 @@ def config(model_dir, edit_interval_s, discord_options, chat_options, storage_op
 async def env(config):
     async with open_runtime(config) as runtime:
         adapter = DiscordAdapter(runtime.commands, config.discord, token="never used by simcord")
-        env = simcord.Env(adapter.client, settle_timeout=30)  # the first generation compiles
+        # shard_count 0 asks Discord for its recommendation, which simcord does not model: one shard,
+        # what Discord recommends below 1,000 servers
+        env = simcord.Env(adapter.client, settle_timeout=30,  # the first generation compiles
+                          shard_count=None if config.discord.shard_count else 1)
         await env.start()
         try:
             yield env
@@ -107,7 +112,15 @@ def channel(guild):
 
 @pytest.fixture
 def alice(env, guild):
-    return guild.add_member(env.create_user("alice"))
+    """A member who manages the server: settings are hers to change."""
+    managers = guild.create_role("gestores", permissions=discord.Permissions(manage_guild=True))
+    return guild.add_member(env.create_user("alice"), roles=[managers])
+
+
+@pytest.fixture
+def bob(env, guild):
+    """A member, no more."""
+    return guild.add_member(env.create_user("bob"))
 
 
 def edits_of(env) -> list[str]:
@@ -391,7 +404,7 @@ async def test_buttons_work_after_a_restart(config):
     env = None
     try:
         async with open_runtime(config) as runtime:
-            env = simcord.Env(new_client(runtime), settle_timeout=30)
+            env = simcord.Env(new_client(runtime), settle_timeout=30, shard_count=1)
             await env.start()
             guild = env.create_guild()
             channel, alice = guild.create_text_channel("general"), guild.add_member(env.create_user("alice"))
@@ -536,3 +549,242 @@ async def test_one_member_cannot_use_up_a_channel_quota(env, guild, channel, ali
     await bob.send(channel, "!ayuda")
     contents = [m.content for m in bot_messages(env, channel)]
     assert [c[:8] for c in contents] == ["Soy Cerv", "Soy Cerv", "Despacio", "Soy Cerv"]
+
+
+# --- servers run by those who manage them -----------------------------------------------------------
+
+def last_said(env, channel) -> str:
+    return bot_messages(env, channel)[-1].content
+
+
+async def test_settings_are_for_those_who_manage_the_server_or_the_channel(env, guild, channel, alice, bob):
+    (synced,) = [r.json for r in env.http_requests if r.method == "PUT" and r.path.endswith("/commands")]
+    manage_server = discord.Permissions(manage_guild=True).value
+    shown_to = {c["name"]: c.get("default_member_permissions") for c in synced}
+    assert {name: None if p is None else int(p) for name, p in shown_to.items()} == {
+        name: manage_server if name in SETTINGS else None for name in SLASH}
+    # installable by servers (0) and users (1); usable in servers (0), the bot's DM (1), group DMs (2)
+    assert all(sorted(c["integration_types"]) == [0, 1] and sorted(c["contexts"]) == [0, 1, 2] for c in synced)
+    assert set(bob.available_commands(channel)) == set(SLASH) - set(SETTINGS)  # the picker hides them
+    assert set(alice.available_commands(channel)) == set(SLASH)
+
+    for text in ("!temperatura 1,5", "!olvidar", "!ajustes todos"):
+        await bob.send(channel, text)
+        assert "administradores" in last_said(env, channel), text
+    await bob.send(channel, "!temperatura")
+    assert last_said(env, channel) == messages.TEMPERATURE_IS.format(value="0,7", tmin="0,1", tmax="2")
+    await alice.send(channel, "!temperatura 1,5")
+    assert last_said(env, channel) == messages.TEMPERATURE_SET.format(value="1,5")
+
+    # Manage Channels in one channel: that channel's settings, no other's
+    carol = guild.add_member(env.create_user("carol"))
+    hers = guild.create_text_channel("de-carol", overwrites={carol: discord.PermissionOverwrite(manage_channels=True)})
+    await carol.send(hers, f"!longitud {LENGTH}")
+    assert last_said(env, hers) == messages.LENGTH_SET.format(value=LENGTH)
+    await carol.send(channel, f"!longitud {LENGTH}")
+    assert "administradores" in last_said(env, channel)
+
+    # an owner who shows /temperatura to bob under Integrations: the check when it runs still holds
+    (command,) = [c for c in await env.bot.tree.fetch_commands() if c.name == "temperatura"]
+    guild.set_command_permissions(command, {bob: True})
+    assert "administradores" in (await bob.slash(channel, "temperatura", valor="1")).response.content
+    # what lets everyone is /ajustes todos, from those who manage the server
+    assert (await alice.slash(channel, "ajustes", quien="todos")).response.content == messages.EVERYONE_CHANGES
+    await bob.send(channel, "!temperatura 1")
+    assert last_said(env, channel) == messages.TEMPERATURE_SET.format(value="1")
+
+
+async def test_a_member_has_one_limit_across_the_channels_and_threads_of_a_server(env, guild, channel, bob):
+    env.bot.adapter.commands.quota.users.per_minute = 2
+    other = guild.create_text_channel("otro")
+    env.backend.create_thread(channel.id, "hilo", bob.id)  # simcord's backend: a thread bob opened
+    (thread,) = channel.threads
+    for place in (channel, other, thread, thread):
+        await bob.send(place, "!ayuda")
+    assert [len(bot_messages(env, c)) for c in (channel, other, thread)] == [1, 1, 1]
+    assert last_said(env, thread) == messages.RATE_LIMITED.format(seconds=60)  # where he asked, once
+
+
+@pytest.fixture
+def user_installed(env, monkeypatch):
+    """A server where the bot is not a member, used through the app its member installed (a user
+    install). simcord puts the bot in every server and knows no user installs: the bot's client
+    forgets this server (GUILD_DELETE, as when a bot leaves one), and each interaction says that the
+    user installed the app (authorizing_integration_owners {"1": user id}, as Discord's do)."""
+    from simcord import interactions
+
+    server = env.create_guild("Sin el bot")
+    rey = server.add_member(env.create_user("rey"), roles=[
+        server.create_role("gestores", permissions=discord.Permissions(manage_guild=True))])
+    env.backend.emit("GUILD_DELETE", {"id": str(server.id)})
+    made = interactions.base_payload
+
+    def by_the_user(backend, **fields):
+        record, payload = made(backend, **fields)
+        payload["authorizing_integration_owners"] = {"1": str(fields["user_id"])}
+        return record, payload
+
+    monkeypatch.setattr(interactions, "base_payload", by_the_user)
+    return server, rey
+
+
+async def test_a_user_installed_app_writes_where_the_bot_is_not_a_member(env, user_installed):
+    server, rey = user_installed
+    channel = server.create_text_channel("general")
+    assert env.bot.get_guild(server.id) is None
+    written = await rey.slash(channel, "cervantes", semilla="Sancho dijo")
+    assert written.response.content.startswith("Sancho dijo")
+    assert len(written.response.content) == len("Sancho dijo") + LENGTH
+    went_on = await rey.click(written.response, label="Continuar")  # the button works there too
+    assert len(went_on.response.content) == LENGTH and reply_id(went_on.response) != reply_id(written.response)
+    # its settings are the server's, which has not added the bot: even its manager is told so
+    refused = await rey.slash(channel, "temperatura", valor="1,5")
+    assert refused.response.content == messages.NOT_INSTALLED
+    assert (await rey.slash(channel, "temperatura")).response.content == messages.TEMPERATURE_IS.format(
+        value="0,7", tmin="0,1", tmax="2")
+    # everything went through the interactions: the bot never posted in a channel it is not in
+    assert not [r for r in env.http_requests if r.method == "POST" and r.path == f"/channels/{channel.id}/messages"]
+
+
+async def test_one_person_has_one_limit_wherever_the_bot_is_not_a_member(env, user_installed):
+    server, rey = user_installed
+    env.bot.adapter.commands.quota.users.per_minute = 2
+    channels = [server.create_text_channel(name) for name in ("uno", "dos", "tres")]
+    answers = [(await rey.slash(c, "ayuda")).response.content for c in channels]
+    assert [a[:8] for a in answers] == ["Soy Cerv", "Soy Cerv", "Despacio"]
+
+
+async def test_a_group_dm_shares_the_persons_one_limit_and_has_no_admins(env, user_installed, monkeypatch):
+    """A private channel (a group DM, or a DM between users) where the app was used by its user:
+    simcord has no group DMs, so the user's DM with the bot stands in for one (context 2)."""
+    from simcord import interactions
+
+    server, rey = user_installed
+    env.bot.adapter.commands.quota.users.per_minute = 3
+    made = interactions.base_payload  # already the user-installed one
+
+    def in_a_private_channel(backend, **fields):
+        record, payload = made(backend, **fields)
+        if fields["guild_id"] is None:
+            payload["context"] = 2
+        return record, payload
+
+    monkeypatch.setattr(interactions, "base_payload", in_a_private_channel)
+    friend = env.create_user("amigo")
+    # no admins in a group DM: whoever is there may change its settings
+    assert (await friend.slash("temperatura", valor="1,5")).response.content == \
+        messages.TEMPERATURE_SET.format(value="1,5")
+    # one person, one limit in every place without the bot: a server of theirs and their group DMs
+    assert (await rey.slash(server.create_text_channel("uno"), "ayuda")).response.content.startswith("Soy")
+    assert (await rey.user.slash("ayuda")).response.content.startswith("Soy")
+    assert (await rey.user.slash("ayuda")).response.content.startswith("Soy")
+    assert (await rey.user.slash("ayuda")).response.content.startswith("Despacio")
+
+
+async def test_a_reply_whose_end_past_2000_is_only_whitespace_ends_with_its_buttons(env, channel, alice):
+    """Character 2000 and all after it blank: no empty last message (Discord refuses those); the
+    reply's last real message carries its buttons, and the channel's next command is answered."""
+    from bot.chat.commands import Written
+    from bot.discord.adapter import MessageOutput
+
+    words = ("En un lugar de la Mancha, de cuyo nombre no quiero acordarme " * 40)[:1999]
+    assert not words[-1].isspace()
+    text = words + " \n "  # character 2000 is the space
+    written = Written()
+
+    async def pieces():
+        for start in range(0, len(text), 700):
+            yield text[start:start + 700]
+        written.reply_id = 7
+
+    written.pieces = pieces()
+    command = await alice.send(channel, "una frase de alice")
+    await MessageOutput(command, env.bot.adapter.pace).stream(written)
+    await env.settle()
+    (reply,) = bot_messages(env, channel)
+    assert reply.content == words + " " and reply_id(reply) == 7
+    await alice.send(channel, "!ayuda")
+    assert bot_messages(env, channel)[-1].content.startswith("Soy Cervantes")
+
+
+def test_split_never_makes_a_blank_part():
+    assert split("a" * 2000 + " \n ") == ["a" * 2000]
+    assert split("a" * 1999 + " " * 10 + "b") == ["a" * 1999 + " ", " " * 9 + "b"]
+
+
+async def test_a_stop_under_load_keeps_its_budget_and_counts_the_commands_it_cut(config, caplog):
+    """Ten channels each ask for 2500 characters, written one at a time, and the bot is stopped:
+    it is done within what serve gives the adapters, and each command has its request line, the
+    ones cut short counted as `stopping` (before, a 10 s grace alone overran the 7 s)."""
+    import asyncio
+    import logging
+    import time
+
+    from bot.chat.parsing import Command
+    from bot.process import serve
+    from recorder import Recorder
+
+    caplog.set_level(logging.INFO, "cervantes.requests")
+    config = dataclasses.replace(config, generation=dataclasses.replace(config.generation, max_batch=1),
+                                 chat=dataclasses.replace(config.chat, length=2500))
+    async with open_runtime(config) as runtime:
+        adapter = DiscordAdapter(runtime.commands, config.discord, token="never used")
+        runs = [asyncio.create_task(adapter._run(7000 + i, Command("cervantes", "Sancho dijo"), Recorder(), None))
+                for i in range(10)]
+        await asyncio.sleep(1.0)
+        began = time.monotonic()
+        await asyncio.wait_for(adapter.stop(), 60)
+        took = time.monotonic() - began
+        await asyncio.gather(*runs, return_exceptions=True)
+    lines = [r.fields for r in caplog.records if r.name == "cervantes.requests"]
+    assert took <= serve.STOP_BUDGET_S, f"the stop took {took:.1f} s"
+    assert len(lines) == 10 and all(f["outcome"] in ("ok", "stopping") for f in lines), lines
+    assert sum(f["outcome"] == "stopping" for f in lines) >= 5, lines
+
+
+# --- shards ---------------------------------------------------------------------------------------
+# simcord routes each gateway event to the shard Discord would ((guild_id >> 22) % shard_count, and
+# everything without a guild, DMs included, to shard 0). It does not model Discord's shard
+# recommendation (GET /gateway/bot, for shard_count = 0), IDENTIFY's rate limit between shards, nor
+# a shard's session being resumed elsewhere.
+
+@pytest.mark.parametrize("discord_options", [{"shard_count": 2}])
+async def test_a_dm_arrives_on_shard_0_and_is_answered(env):
+    assert sorted(env.bot.shards) == [0, 1]
+    bob = env.create_user("bob")
+    await bob.send_dm("!temperatura 0,5")
+    (answer,) = [m for m in bob.dm_channel.history() if m.author.id == env.bot.user.id]
+    assert answer.content == messages.TEMPERATURE_SET.format(value="0,5")
+    assert env.bot.adapter.shards == {0: True, 1: True}
+
+
+@pytest.mark.parametrize("discord_options", [{"shard_count": 2, "shard_ids": [1]}])
+async def test_a_process_runs_only_its_shards_and_health_names_each(env, tmp_path):
+    """Shard 1 of 2 here: the servers of shard 1 are answered, those of shard 0 are another
+    process's, and so are DMs."""
+    channels = {}
+    for shard in (1, 0):
+        guild = env.create_guild(shard_id=shard)
+        channels[shard] = guild.create_text_channel("general")
+        await guild.add_member(env.create_user(f"u{shard}")).send(channels[shard], "!temperatura 0,5")
+    assert [len(bot_messages(env, channels[shard])) for shard in (0, 1)] == [0, 1]
+    bob = env.create_user("bob")
+    await bob.send_dm("!temperatura 0,5")
+    assert not [m for m in bob.dm_channel.history() if m.author.id == env.bot.user.id]
+
+    from bot.process import health, status
+
+    def line() -> str:
+        path = tmp_path / "status.json"
+        report = {"updated_at": time.time(), "model": {"id": "m", "loaded": True},
+                  "worker": {"alive": True, "progress_at": time.time()},
+                  "adapters": {"discord": status.adapter_state(env.bot.adapter)}}
+        status.write(path, report)
+        try:
+            return health.check(path).line()
+        finally:
+            path.unlink()
+
+    assert line().endswith("discord connected (shard 1 connected)")
+    await env.bot.shards[1].disconnect()
+    assert line() == "FAIL: discord DISCONNECTED (shard 1 DISCONNECTED)"

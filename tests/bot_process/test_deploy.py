@@ -29,6 +29,7 @@ import pytest
 
 from bot.process import health, metrics, status
 from bot.process import serve as serve_module
+from bot.chat.members import Member
 from bot.chat.parsing import parse
 from bot.process.runtime import open_runtime
 from config import ChatSection, Config, MetricsSection, ModelSection, StorageSection
@@ -288,7 +289,8 @@ def test_backup_copies_committed_rows_while_another_connection_writes(operator, 
                 state=[0.25] * 16, model_id="m1", last_char="a", tail="En un lugar"))
 
     asyncio.run(fill())
-    dump = "SELECT * FROM chat_settings UNION ALL SELECT platform, chat_id, tail, model_id FROM continuations"
+    dump = ("SELECT platform, chat_id, temperature, length FROM chat_settings "
+            "UNION ALL SELECT platform, chat_id, tail, model_id FROM continuations")
     committed = sorted(sqlite3.connect(operator).execute(dump).fetchall())
 
     writer = sqlite3.connect(operator, isolation_level=None)  # as the running bot, mid-transaction
@@ -352,3 +354,32 @@ def test_a_rejected_token_never_reaches_the_logs(tmp_path, tiny_model_dir):
         assert runs[fmt].returncode != 0
         assert "rejected the bot token" in output, output
         assert TOKEN not in output and TOKEN.split(":")[1] not in output, f"{fmt} log shows the token"
+
+
+async def test_metric_labels_come_from_a_fixed_set_whatever_users_type(tmp_path, tiny_model_dir):
+    """Commands refused by the quota are counted under their name only when it is one of ours:
+    500 made-up names (as a user flooding /aaab, /aaac, ...) add one series, `other`, not 500."""
+    config = Config(model=ModelSection(path=str(tiny_model_dir)),
+                    storage=StorageSection(path=str(tmp_path / "cervantes.db")),
+                    chat=ChatSection(length=30, rate_limit_per_minute=1))
+    chat = ChatKey("telegram", "-100200")
+    names = ["/a" + "".join("abcdefghijklmnopqrstuvwxyz"[int(d)] for d in f"{i:03d}") for i in range(500)]
+
+    async def not_admin() -> bool:
+        return False
+
+    member = Member("501", chat, not_admin)
+    async with open_runtime(config) as runtime:
+        _, port = metrics.start(runtime.service)
+        try:
+            await runtime.commands.run(chat, parse("/ayuda"), Recorder())  # the minute's one command
+            for text in ["/temperatura 0,5", *names]:
+                await runtime.commands.run(chat, parse(text), Recorder(), member)
+            body = await asyncio.to_thread(scrape, port)
+        finally:
+            metrics.stop()
+    series = [line.rsplit(" ", 1)[0] for line in body.splitlines()
+              if line.startswith("cervantes_requests_total{")]
+    assert sorted(series) == ['cervantes_requests_total{command="other",outcome="limited"}',  # the member's notice
+                              'cervantes_requests_total{command="other",outcome="limited_silent"}',
+                              'cervantes_requests_total{command="temperatura",outcome="limited"}'], series

@@ -17,7 +17,7 @@ def report(**changes) -> dict:
             "worker": {"alive": True, "progress_at": NOW - 1, "waiting": 0, "active": 0},
             "adapters": {"telegram": {"connected": True, "last_ok": NOW - 3}}}
     for key, value in changes.items():
-        base[key] = {**base[key], **value} if isinstance(value, dict) and key != "adapters" else value
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) and key != "adapters" else value
     return base
 
 
@@ -103,3 +103,79 @@ async def test_keep_writes_until_cancelled_then_removes_the_file(tmp_path, monke
     keeping.cancel()
     await asyncio.gather(keeping, return_exceptions=True)
     assert not path.exists()
+
+
+@pytest.mark.parametrize("changes", [
+    dict(updated_at="yesterday"),
+    dict(model=["m1"]),
+    dict(worker={"progress_at": "soon"}),
+    dict(worker={"alive": True, "progress_at": NOW, "waiting": 0, "active": 0}, adapters=["telegram"]),
+    dict(adapters={"telegram": "up"}),
+    dict(adapters={"telegram": {"connected": True, "last_ok": "earlier"}}),
+])
+def test_a_status_file_with_the_right_keys_but_wrong_types_is_one_fail_line(tmp_path, changes):
+    """Hand-edited or written by another version: one FAIL line, never a traceback."""
+    path = tmp_path / "c.db.status.json"
+    path.write_text(__import__("json").dumps(report(**changes)))
+    v = health.check(path, now=NOW)
+    assert not v.ok and v.line().startswith(f"FAIL: {path} unreadable: "), v.line()
+
+
+def test_the_status_file_is_private_and_written_through_a_name_no_one_can_plant(tmp_path):
+    """0600 whatever the umask, and a symlink planted at the old fixed `.partial` name (or at the
+    file itself) is never followed: the file it points to keeps its contents."""
+    import os
+
+    path = tmp_path / "c.db.status.json"
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    os.symlink(victim, tmp_path / "c.db.status.json.partial")
+    old = os.umask(0o022)
+    try:
+        status.write(path, report())
+    finally:
+        os.umask(old)
+    assert victim.read_text() == "keep"
+    assert not path.is_symlink() and os.stat(path).st_mode & 0o777 == 0o600
+    assert status.read(path)["pid"] == 7
+    path.unlink()
+    os.symlink(victim, path)
+    status.write(path, report(pid=9))
+    assert victim.read_text() == "keep" and not path.is_symlink() and status.read(path)["pid"] == 9
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.db.status.json", "c.db.status.json.partial", "victim"]
+
+
+# --- several processes, one active (bot/process/leader.py) ------------------------------------------
+
+def elected(role: str, **more) -> dict:
+    return {"telegram": {"role": role, "error": None, "since": NOW - 40, "duty": "telegram bot 1", **more}}
+
+
+@pytest.mark.parametrize("changes, ok, line", [
+    (dict(election=elected("active")), True,
+     "ok: active for telegram; model m1, worker 1 s ago, telegram connected (last ok 3 s ago)"),
+    (dict(election=elected("standby"), adapters={}), True,
+     "ok: standby for telegram (another process is active); model m1, worker 1 s ago, no adapters"),
+    (dict(election=elected("taking over"), adapters={}), True,
+     "ok: taking over for telegram; model m1, worker 1 s ago, no adapters"),
+    (dict(election=elected("offline", error="ConnectionRefusedError: [Errno 111] Connect call failed"),
+          adapters={}), False,
+     "FAIL: the database cannot be reached (since 40 s ago): ConnectionRefusedError: [Errno 111] Connect "
+     "call failed; not standing by for telegram"),
+    (dict(election=elected("active"), adapters={}), False, "FAIL: active for telegram, its adapter still starting"),
+    (dict(election=elected("joining"), adapters={}), False, "FAIL: still joining the election for telegram"),
+])
+def test_an_elected_process_says_which_it_is(tmp_path, changes, ok, line):
+    v = verdict(tmp_path, **changes)
+    assert (v.ok, v.line()) == (ok, line)
+
+
+def test_where_the_status_file_lives(monkeypatch):
+    from config import StorageSection
+
+    monkeypatch.setattr(status.socket, "gethostname", lambda: "web-2")
+    assert status.path_of(StorageSection(path="/data/c.db")) == status.path_for("/data/c.db")
+    assert str(status.path_of(StorageSection(path="/data/c.db", url="postgresql://db/c"))) == \
+        "/data/cervantes-web-2.status.json"
+    assert str(status.path_of(StorageSection(path="/data/c.db", url="postgresql://db/c",
+                                             status_path="/run/a.json"))) == "/run/a.json"

@@ -56,8 +56,8 @@ async def test_start_and_ayuda_list_the_commands(bot, peer):
     assert await peer.reply_to("/ayuda") == help_text()
     for command in ("/cervantes", "/continuar", "/temperatura", "/longitud", "/olvidar", "/ayuda"):
         assert command in help_text()
-    (published,) = await peer.calls("setMyCommands")
-    menu = {c["command"]: c["description"] for c in json.loads(published["params"]["commands"])}
+    published = [p for p in await peer.calls("setMyCommands") if "scope" not in p["params"]]
+    menu = {c["command"]: c["description"] for c in json.loads(published[0]["params"]["commands"])}
     assert menu["cervantes"] == "Continúa tu frase con la prosa de Don Quijote."
     assert set(menu) == {"cervantes", "continuar", "temperatura", "longitud", "olvidar", "ayuda"}
 
@@ -176,6 +176,7 @@ async def test_a_server_error_while_a_reply_is_edited_is_logged_by_tag_and_the_r
 async def test_a_group_that_becomes_a_supergroup_keeps_its_settings_and_continuation(bot, peer, caplog):
     caplog.set_level(logging.INFO)
     group, supergroup = -5001, -1005001
+    await peer.set_member(group, 501, "creator", chat_type="group")  # settings are the admins'
     assert await peer.reply_to("/temperatura 1,5", group, chat_type="group") == \
         messages.TEMPERATURE_SET.format(value="1,5")
     await peer.continuation("/cervantes Sancho", "Sancho", group, chat_type="group")
@@ -199,6 +200,7 @@ async def test_a_reply_to_a_group_that_moved_goes_to_the_supergroup_with_the_set
     caplog.set_level(logging.INFO)
     group, supergroup = -5002, -1005002
     temperature_is = messages.TEMPERATURE_IS.format(value="1,5", tmin="0,1", tmax="2")
+    await peer.set_member(group, 501, "creator", chat_type="group")  # settings are the admins'
     assert await peer.reply_to("/temperatura 1,5", group, chat_type="group") == \
         messages.TEMPERATURE_SET.format(value="1,5")
 
@@ -237,7 +239,9 @@ async def test_webhook_mode_receives_updates_with_the_secret(config, token, peer
         assert hook["params"]["secret_token"] == "secreto-de-prueba"
         assert await peer.reply_to("/ayuda") == help_text()
         # button presses arrive too: the webhook asked for them (the emulator drops unasked types)
-        assert {"message", "callback_query", "inline_query"} <= set(json.loads(hook["params"]["allowed_updates"]))
+        # and changes of members, which drop a group's list of admins
+        assert {"message", "callback_query", "inline_query", "chat_member", "my_chat_member"} <= set(
+            json.loads(hook["params"]["allowed_updates"]))
         await peer.say("/cervantes Sancho")
         text = (await peer.wait_for(1001, lambda r: len(r) >= 2 and r[-1].startswith("Sancho")))[-1]
         while not (await peer.messages(1001))[-1]["buttons"]:
@@ -286,6 +290,7 @@ async def test_fifty_chats_at_once_each_command_answered_once_in_its_own_chat(em
 
 async def test_each_forum_topic_is_a_chat_of_its_own_and_gets_its_replies(bot, peer):
     forum = -1007001
+    await peer.set_member(forum, 501, "creator")  # settings are the admins'
     await peer.say("/temperatura 1,5", forum, chat_type="supergroup", topic=11)
     await peer.wait_for(forum, lambda r: len(r) == 1)
     await peer.say("/temperatura", forum, chat_type="supergroup", topic=12)
@@ -307,6 +312,7 @@ async def test_health_sees_polling_and_a_revoked_token_ends_the_bot(bot, peer):
 
 async def test_a_group_that_moves_while_a_reply_is_written_keeps_that_reply_to_continue(bot, peer):
     group, supergroup = -5004, -1005004
+    await peer.set_member(group, 501, "creator", chat_type="group")  # settings are the admins'
     assert await peer.reply_to("/longitud 1000", group, chat_type="group") == \
         messages.LENGTH_SET.format(value=1000)
     await peer.say("/cervantes Sancho", group, chat_type="group")  # a hundred chunks: it takes a while
@@ -318,3 +324,39 @@ async def test_a_group_that_moves_while_a_reply_is_written_keeps_that_reply_to_c
     stored = await bot.commands.storage.get_continuation(ChatKey("telegram", str(supergroup)))
     assert stored is not None and stored.tail.endswith(more[-100:])
     assert await bot.commands.storage.get_continuation(ChatKey("telegram", str(group))) is None
+
+
+async def test_a_reply_whose_end_past_4096_is_only_whitespace_is_delivered_and_the_chat_goes_on(bot, peer):
+    """Character 4096 and all after it blank: no empty last message (Telegram refuses those), the
+    reply is delivered with its buttons on its one message, and the chat's next reply follows it."""
+    from bot.chat.commands import Written
+
+    words = ("En un lugar de la Mancha, de cuyo nombre no quiero acordarme " * 80)[:4095]
+    assert not words[-1].isspace()
+    text = words + " \n "  # character 4096 is the space
+    written = Written()
+
+    async def pieces():
+        for start in range(0, len(text), 700):
+            yield text[start:start + 700]
+        written.reply_id = 7  # stored: the buttons name it
+
+    written.pieces = pieces()
+    chat = ChatKey("telegram", "3011")
+    first = TelegramOutput(bot.outbox, 3011, chat)
+    await first.stream(written)
+    second = TelegramOutput(bot.outbox, 3011, chat)
+    await second.send("Y después, esto.")
+    assert (await asyncio.wait_for(first.delivery, 20))["delivery"] == "delivered"
+    assert (await asyncio.wait_for(second.delivery, 20))["delivery"] == "delivered"
+    shown = await peer.messages(3011)
+    assert [m["text"] for m in shown] == [words + " ", "Y después, esto."]
+    assert [label for label, _ in shown[0]["buttons"]] == ["Continuar", "Otra"]
+
+
+def test_split_never_makes_a_blank_part():
+    assert split("a" * 4096 + " \n ") == ["a" * 4096]
+    assert split("a" * 4095 + " " * 10) == ["a" * 4095 + " "]
+    assert split("a" * 4095 + " " * 10 + "b") == ["a" * 4095 + " ", " " * 9 + "b"]  # earlier cuts kept
+    assert split(" " * 5000 + "abc") == [" " * 904 + "abc"]  # nor a blank first one
+    assert split("   ") == ["   "]  # a blank reply stays one (blank) message: the adapters show "…"

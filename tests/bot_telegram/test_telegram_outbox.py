@@ -222,3 +222,95 @@ async def test_a_reply_that_cannot_go_out_in_time_is_dropped_and_counted():
         await outbox.close(grace_s=0)
     assert fields["delivery"] == "undelivered" and fields["throttled"] == 1
     assert outbox.outcomes["undelivered"] == 1 and outbox.throttled["chat"] == 1
+
+
+async def test_the_worker_sleeps_while_private_replies_are_being_written():
+    """Replies posted and waiting for more text, and replies with nothing to show yet ("typing"),
+    give the worker nothing to do until their text grows: it must not spin meanwhile (it took 5 ms
+    passes, about 180 a second, out of the CPU the model needs). Typing still goes out on time,
+    and each reply ends delivered whole."""
+    bot = FakeBot()
+    outbox = Outbox(bot, stream_after_s=0.1, edit_interval_s=0.2)
+    passes = 0
+    dispatch = outbox._dispatch
+
+    def counted(now):
+        nonlocal passes
+        passes += 1
+        return dispatch(now)
+
+    outbox._dispatch = counted
+    outbox.start()
+    try:
+        posted = [outbox.reply(100 + i, ChatKey("telegram", str(100 + i))) for i in range(20)]
+        silent = [outbox.reply(200 + i, ChatKey("telegram", str(200 + i))) for i in range(5)]
+        for reply in posted:
+            reply.grow("Sancho dijo")
+        await asyncio.sleep(0.6)  # past stream_after_s: the first posts went out
+        assert sum(kind == "post" for kind, _, _ in bot.sent) == 20
+        passes, began = 0, time.monotonic()
+        await asyncio.sleep(2.0)  # nothing grows; at 1 s the silent ones show "typing", once
+        idle_passes = passes / (time.monotonic() - began)
+        typing = [chat for kind, chat, _ in bot.sent if kind == "typing"]
+        for reply in posted + silent:
+            reply.grow("Sancho dijo que no")
+            reply.finish()
+        results = await asyncio.wait_for(asyncio.gather(*(r.done for r in posted + silent)), 10)
+    finally:
+        await outbox.close(grace_s=0)
+    assert idle_passes <= 5, f"{idle_passes:.0f} passes a second with nothing to send"
+    assert sorted(typing) == list(range(200, 205))  # once each, within the 2 s
+    assert all(r["delivery"] == "delivered" for r in results)
+    final = {chat: text for kind, chat, text in bot.sent if kind in ("post", "edit")}
+    assert set(final.values()) == {"Sancho dijo que no"} and len(final) == 25
+
+
+async def test_a_stop_under_load_keeps_its_budget_and_counts_what_was_not_delivered(
+        emulator, tiny_model_dir, tmp_path, token, peer, caplog):
+    """20 private chats and a group of 20 members each ask for 1000 characters, written one at a
+    time, and the group's replies wait on its 20 messages a minute: the stop comes with most of it
+    still to write or deliver. It ends within its budget, and every command gets its request line:
+    delivered, or counted as `stopping` (cut while written, or still queued in the outbox)."""
+    import dataclasses
+    import logging
+
+    from bot.process import serve
+    from bot.process.runtime import open_runtime
+    from bot.telegram import adapter as telegram_adapter
+    from config import GenerationSection
+
+    caplog.set_level(logging.INFO, "cervantes.requests")
+    config = bot_config(emulator, tiny_model_dir, tmp_path, ChatSection(
+        length=1000, min_length=10, rate_limit_per_minute=0, user_rate_limit_per_minute=0))
+    config = dataclasses.replace(config, generation=GenerationSection(chunk_steps=10, max_batch=1))
+    await peer.flood()
+    group = -90_001
+
+    def lines() -> list[dict]:
+        return [r.fields for r in caplog.records if r.name == "cervantes.requests"]
+
+    async with open_runtime(config) as runtime:
+        adapter = telegram_adapter.TelegramAdapter(runtime.commands, config.telegram, token)
+        await adapter.start()
+        try:
+            await asyncio.gather(*(peer.say(f"/cervantes {seed_of(i)}", 60_000 + i, user_id=60_000 + i)
+                                   for i in range(20)))
+            await asyncio.gather(*(peer.say(f"/cervantes {seed_of(i)}", group, chat_type="group", user_id=900 + i)
+                                   for i in range(20)))
+            deadline = time.monotonic() + 30
+            while (await peer.http.post(f"/bot{token}/getWebhookInfo")).json()["result"]["pending_update_count"]:
+                assert time.monotonic() < deadline, "the bot did not take the 40 commands"  # confirmed by offset
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)
+        finally:
+            began = time.monotonic()
+            await asyncio.wait_for(adapter.stop(), 60)
+            took = time.monotonic() - began
+    assert took <= serve.STOP_BUDGET_S, f"the stop took {took:.1f} s"  # what serve gives the adapters
+    seen = lines()
+    assert len(seen) == 40, seen
+    stopped = [f for f in seen if f.get("delivery") == "stopping" or f["outcome"] == "stopping"]
+    assert all(f.get("delivery") == "delivered" for f in seen if f not in stopped), seen
+    assert len(stopped) >= 20, seen  # the group's 20 a minute alone leave most of its replies queued
+    outcomes = adapter.outbox.outcomes
+    assert set(outcomes) <= {"delivered", "stopping"} and outcomes["stopping"] >= 1, outcomes

@@ -10,7 +10,8 @@
 // soon as it answers, even to a long poll whose client has gone. The routes below go in front of
 // the built-in ones and give those methods the Bot API's behaviour, errors included (400 "message
 // is not modified", "message is too long", ...). Two client routes of ours help the test:
-//   POST /calls    {token}                     every Bot API call the bot made, in order
+//   POST /calls    {token}                     every Bot API call the bot made, in order (with the
+//                                              Host it was addressed to: `via`)
 //   POST /failNext {token, method, error_code, description, retry_after, migrate_to_chat_id, times}
 //                                              the bot's next `times` calls of `method` fail
 //                                              with that error (429 + retry_after: RetryAfter;
@@ -31,6 +32,18 @@
 //                                              update; its id
 //   POST /inlineAnswers {token}                each inline query: its text, when made, and its
 //                                              answer (results, button, cache_time, is_personal, when)
+//   POST /setMember {token, chat_id, chat_type, user_id, first_name, status, is_bot}
+//                                              a user's (or the bot's) status in a group changes:
+//                                              creator, administrator, member, left or kicked
+//
+// Members and admins (Bot API, "getChatAdministrators", "getChatMember", "ChatMember",
+// "ChatMemberUpdated", Update's chat_member and my_chat_member): a user who writes in a group is a
+// member of it; /setMember sets anyone's status. getChatAdministrators lists the creator and the
+// administrators "which aren't bots", needs no admin rights, and in a private chat answers 400
+// "there are no administrators in the private chat". getChatMember answers a user's status there
+// ("left" for one never seen in the chat). A change of status is a ChatMemberUpdated: about the bot
+// itself, a my_chat_member update; about anyone else, a chat_member update, which the Bot API sends
+// only to a bot that is an administrator of that chat (and that asked for it in allowed_updates).
 //
 // Inline mode (Bot API, "Inline mode", "InlineQuery", "answerInlineQuery", "InlineQueryResultArticle",
 // "InlineQueryResultsButton"; getMe says supports_inline_queries, as after BotFather's /setinline):
@@ -150,7 +163,9 @@ const knownChats = {}; // chat id -> the chat object of users' messages there
 const calls = []; // {token, method, params, at}
 const flood = {}; // token -> {bot: {sent, ban}, chats: {id: {tokens, at, ban, sent}}, stats}
 const failures = []; // {token, method, error_code, description, parameters, times}
-const commands = {}; // token -> BotCommand[]
+const commands = {}; // token -> scope type (default, all_group_chats, ...) -> BotCommand[]
+const members = {}; // token -> chat id -> user id -> {status, user}
+const ADMIN = new Set(['creator', 'administrator']);
 
 // Form fields arrive as strings; structured ones (commands, reply_markup) as JSON strings.
 function param(body, name) {
@@ -278,7 +293,10 @@ function patchedRoutes(app, server) {
   app.all('/bot:token/:method', (req, res, next) => {
     const { token, method } = req.params;
     const params = { ...req.query, ...req.body };
-    if (method !== 'getUpdates') calls.push({ token, method, params, at: Date.now() });
+    // `via`: the Host the call was addressed to. Not a Bot API behaviour, bookkeeping for the tests:
+    // replicas of one bot given different addresses of this emulator (127.0.0.1, localhost) can
+    // be told apart, as a bot's calls from two machines could be by their source address.
+    if (method !== 'getUpdates') calls.push({ token, method, params, at: Date.now(), via: req.headers.host });
     const i = failures.findIndex((f) => f.token === token && f.method === method);
     if (i >= 0) {
       const f = failures[i];
@@ -454,14 +472,77 @@ function patchedRoutes(app, server) {
       && /^[a-z0-9_]{1,32}$/.test(c.command) && typeof c.description === 'string'
       && c.description.length >= 1 && c.description.length <= 256);
     if (!valid) { fail(res, 400, 'Bad Request: BOT_COMMAND_INVALID'); return; }
-    commands[req.params.token] = list.map((c) => ({ command: c.command, description: c.description }));
+    const scope = scopeOf(req.body);
+    if (!scope) { fail(res, 400, 'Bad Request: wrong scope'); return; }
+    commands[req.params.token] = commands[req.params.token] || {};
+    commands[req.params.token][scope] = list.map((c) => ({ command: c.command, description: c.description }));
     res.json({ ok: true, result: true });
   });
 
-  app.all('/bot:token/getMyCommands', (req, res) => res.json({ ok: true, result: commands[req.params.token] || [] }));
+  // Bot API, "BotCommandScope": each scope keeps its own list (those without a chat_id here).
+  function scopeOf(body) {
+    const scope = param(body, 'scope');
+    const type = scope && scope.type ? scope.type : 'default';
+    const known = ['default', 'all_private_chats', 'all_group_chats', 'all_chat_administrators'];
+    return known.includes(type) ? type : null;
+  }
+
+  app.all('/bot:token/getMyCommands', (req, res) => res.json({ ok: true,
+    result: (commands[req.params.token] || {})[scopeOf(req.body) || 'default'] || [] }));
 
   app.all('/bot:token/deleteMyCommands', (req, res) => {
-    delete commands[req.params.token];
+    if (commands[req.params.token]) delete commands[req.params.token][scopeOf(req.body) || 'default'];
+    res.json({ ok: true, result: true });
+  });
+
+  // Members and admins: see the header for the rules each route models.
+  function memberOf(token, chatId, userId) {
+    const chat = (members[token] || {})[String(chatId)] || {};
+    return chat[String(userId)] || { status: 'left', user: { id: Number(userId), is_bot: false, first_name: 'Alonso' } };
+  }
+
+  function chatMember(m) { // the ChatMember object of the Bot API for a status
+    const out = { status: m.status, user: m.user };
+    if (m.status === 'creator') Object.assign(out, { is_anonymous: false });
+    if (m.status === 'administrator') {
+      Object.assign(out, { can_be_edited: false, is_anonymous: false, can_manage_chat: true,
+        can_delete_messages: true, can_manage_video_chats: true, can_restrict_members: true,
+        can_promote_members: false, can_change_info: true, can_invite_users: true, can_post_stories: false,
+        can_edit_stories: false, can_delete_stories: false, can_pin_messages: true });
+    }
+    if (m.status === 'kicked') out.until_date = 0;
+    return out;
+  }
+
+  app.all('/bot:token/getChatAdministrators', (req, res) => {
+    const chatId = req.body.chat_id;
+    if (!chatId) { fail(res, 400, 'Bad Request: chat not found'); return; }
+    if (Number(chatId) > 0) { fail(res, 400, 'Bad Request: there are no administrators in the private chat'); return; }
+    const chat = (members[req.params.token] || {})[String(chatId)] || {};
+    res.json({ ok: true, result: Object.values(chat).filter((m) => ADMIN.has(m.status) && !m.user.is_bot).map(chatMember) });
+  });
+
+  app.all('/bot:token/getChatMember', (req, res) => {
+    if (!req.body.chat_id || !req.body.user_id) { fail(res, 400, 'Bad Request: chat not found'); return; }
+    res.json({ ok: true, result: chatMember(memberOf(req.params.token, req.body.chat_id, req.body.user_id)) });
+  });
+
+  app.post('/setMember', async (req, res) => {
+    const { token } = req.body;
+    const chatId = String(req.body.chat_id);
+    const userId = Number(req.body.user_id);
+    const isBot = userId === BOT.id;
+    const user = isBot ? BOT : { id: userId, is_bot: req.body.is_bot === true, first_name: req.body.first_name || 'Alonso' };
+    const old = memberOf(token, chatId, userId);
+    setStatus(token, chatId, user, req.body.status);
+    const chat = { id: Number(chatId), type: req.body.chat_type || 'supergroup', title: 'Tertulia' };
+    knownChats[chatId] = knownChats[chatId] || chat;
+    const botIsAdmin = ADMIN.has(memberOf(token, chatId, BOT.id).status);
+    if (isBot || botIsAdmin) {
+      const changed = { chat: knownChats[chatId], from: { id: 777, is_bot: false, first_name: 'Dueño' },
+        date: seconds(Date.now()), old_chat_member: chatMember(old), new_chat_member: chatMember(memberOf(token, chatId, userId)) };
+      await addRaw(token, { [isBot ? 'my_chat_member' : 'chat_member']: changed });
+    }
     res.json({ ok: true, result: true });
   });
 
@@ -529,8 +610,19 @@ const server = new TelegramServer({ host, port, storeTimeout: 3600 });
 
 // Webhook delivery as the Bot API does it: with the secret token header, and a failed delivery
 // keeps the update pending instead of crashing the process (the package lets it reject unhandled).
+function setStatus(token, chatId, user, status) {
+  members[token] = members[token] || {};
+  members[token][String(chatId)] = members[token][String(chatId)] || {};
+  members[token][String(chatId)][String(user.id)] = { status, user };
+}
+
 server.addUserUpdate = async function addUserUpdate(update) {
   if (update.message && update.message.chat) knownChats[String(update.message.chat.id)] = update.message.chat;
+  const from = update.message && update.message.from;
+  if (from && update.message.chat.type !== 'private') { // who writes in a group is a member of it
+    const chat = (members[update.botToken] || {})[String(update.message.chat.id)] || {};
+    if (!chat[String(from.id)]) setStatus(update.botToken, update.message.chat.id, from, 'member');
+  }
   if (!wanted(update.botToken, update)) { this.updateId++; return; } // never delivered
   const hook = this.webhooks[update.botToken];
   this.updateId++;

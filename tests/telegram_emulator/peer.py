@@ -20,6 +20,7 @@ from config import ChatSection, Config, GenerationSection, ModelSection, Storage
 
 LENGTH = 60  # characters each /cervantes writes in the tests
 BOT_ID = 6660001  # the bot's user id in the emulator (launch.js)
+GROUP_ANONYMOUS_BOT = 1087968824  # Telegram's sender of an anonymous admin's messages
 
 
 def bot_config(emulator: str, model_dir, tmp_path, chat: ChatSection, **telegram) -> Config:
@@ -42,10 +43,10 @@ class Peer:
         self.http = httpx.AsyncClient(base_url=url, timeout=10)
 
     async def say(self, text: str, chat_id: int = 1001, chat_type: str = "private", user_id: int = 501,
-                  topic: int | None = None) -> None:
+                  topic: int | None = None, first_name: str = "Alonso") -> None:
         """A user writes to the bot; `topic`: in that topic of a forum supergroup."""
         where = {"message_thread_id": topic, "is_topic_message": True} if topic else {}
-        await self._message(chat_id, chat_type, user_id, text=text, **where)
+        await self._message(chat_id, chat_type, user_id, text=text, first_name=first_name, **where)
 
     async def answer(self, text: str, message: dict, chat_id: int = 1001, chat_type: str = "private",
                      user_id: int = 501) -> None:
@@ -58,16 +59,38 @@ class Peer:
                    **({"reply_markup": markup} if message["buttons"] else {})}
         await self._message(chat_id, chat_type, user_id, text=text, reply_to_message=replied)
 
+    async def say_anonymously(self, text: str, chat_id: int, chat_type: str = "supergroup") -> None:
+        """An anonymous admin writes: Telegram shows the group as the sender (sender_chat) and gives
+        GroupAnonymousBot as `from`."""
+        group = {"id": chat_id, "type": chat_type, "title": "Tertulia"}
+        message = {"botToken": self.token, "date": int(time.time()), "chat": group, "sender_chat": group,
+                   "from": {"id": GROUP_ANONYMOUS_BOT, "is_bot": True, "first_name": "Group",
+                            "username": "GroupAnonymousBot"}, "text": text}
+        (await self.http.post("/sendMessage", json=message)).raise_for_status()
+
+    async def set_member(self, chat_id: int, user_id: int, status: str, chat_type: str = "supergroup") -> None:
+        """Someone's status in a group changes (creator, administrator, member, left, kicked): a
+        chat_member update, if the bot is an admin there (my_chat_member, for the bot itself)."""
+        answer = await self.http.post("/setMember", json={"token": self.token, "chat_id": chat_id, "user_id": user_id,
+                                                          "status": status, "chat_type": chat_type})
+        answer.raise_for_status()
+
+    async def menu(self, scope: str = "default") -> list[str]:
+        """The commands the bot's menu shows in a scope (default, all_group_chats, all_chat_administrators)."""
+        answer = await self.http.post(f"/bot{self.token}/getMyCommands", json={"scope": {"type": scope}})
+        return [c["command"] for c in answer.json()["result"]]
+
     async def upgrade(self, group: int, supergroup: int, user_id: int = 501) -> None:
         """The group becomes a supergroup: Telegram's service message in each of the two chats."""
         await self._message(group, "group", user_id, migrate_to_chat_id=supergroup)
         await self._message(supergroup, "supergroup", user_id, migrate_from_chat_id=group)
 
-    async def _message(self, chat_id: int, chat_type: str, user_id: int, **fields) -> None:
+    async def _message(self, chat_id: int, chat_type: str, user_id: int, first_name: str = "Alonso",
+                       **fields) -> None:
         chat = {"id": chat_id, "type": chat_type}
-        chat.update({"title": "Tertulia"} if chat_type != "private" else {"first_name": "Alonso"})
+        chat.update({"title": "Tertulia"} if chat_type != "private" else {"first_name": first_name})
         message = {"botToken": self.token, "date": int(time.time()), "chat": chat,
-                   "from": {"id": user_id, "is_bot": False, "first_name": "Alonso"}, **fields}
+                   "from": {"id": user_id, "is_bot": False, "first_name": first_name}, **fields}
         (await self.http.post("/sendMessage", json=message)).raise_for_status()
 
     async def replies(self, chat_id: int) -> list[str]:
