@@ -19,15 +19,18 @@ from simcord.components import walk_components
 from bot.chat import buttons, messages
 from bot.discord.adapter import MAX_CHARS, DiscordAdapter, split
 from bot.process.runtime import open_runtime
-from config import Config
+from bot.chat.parsing import format_number
+from config import ChatSection, Config
 
 LENGTH = 60  # characters a reply adds to its seed
 SLASH = ("cervantes", "continuar", "temperatura", "longitud", "olvidar", "ajustes", "ayuda")
 SETTINGS = ("temperatura", "longitud", "olvidar", "ajustes")  # for those who manage the server
 
 
+DEFAULT_TEMPERATURE = format_number(ChatSection().temperature)  # "0,8": as /temperatura shows it
+
 @pytest.fixture(scope="module")
-def chatty_model_dir(tmp_path_factory):
+def chatty_model_dir(tmp_path_factory, tiny_lexicon):
     """A tiny model that also knows "!", "@", "<", ">" and digits: its replies can echo a command
     or a mention from the seed, as a model trained on chat logs could."""
     import tensorflow as tf
@@ -39,7 +42,7 @@ def chatty_model_dir(tmp_path_factory):
     vocab = Vocab.from_text(TINY_TEXT + "!@<>0123456789")
     tf.keras.utils.set_random_seed(1234)
     network = build(Hyperparameters(len(vocab), embedding_dim=8, rnn_units=16))
-    return bundle.save(tmp_path_factory.mktemp("chatty-model"), network, vocab)
+    return bundle.save(tmp_path_factory.mktemp("chatty-model"), network, vocab, tiny_lexicon)
 
 
 @pytest.fixture
@@ -572,7 +575,7 @@ async def test_settings_are_for_those_who_manage_the_server_or_the_channel(env, 
         await bob.send(channel, text)
         assert "administradores" in last_said(env, channel), text
     await bob.send(channel, "!temperatura")
-    assert last_said(env, channel) == messages.TEMPERATURE_IS.format(value="0,7", tmin="0,1", tmax="2")
+    assert last_said(env, channel) == messages.TEMPERATURE_IS.format(value=DEFAULT_TEMPERATURE, tmin="0,1", tmax="2")
     await alice.send(channel, "!temperatura 1,5")
     assert last_said(env, channel) == messages.TEMPERATURE_SET.format(value="1,5")
 
@@ -641,7 +644,7 @@ async def test_a_user_installed_app_writes_where_the_bot_is_not_a_member(env, us
     refused = await rey.slash(channel, "temperatura", valor="1,5")
     assert refused.response.content == messages.NOT_INSTALLED
     assert (await rey.slash(channel, "temperatura")).response.content == messages.TEMPERATURE_IS.format(
-        value="0,7", tmin="0,1", tmax="2")
+        value=DEFAULT_TEMPERATURE, tmin="0,1", tmax="2")
     # everything went through the interactions: the bot never posted in a channel it is not in
     assert not [r for r in env.http_requests if r.method == "POST" and r.path == f"/channels/{channel.id}/messages"]
 
