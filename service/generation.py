@@ -232,6 +232,11 @@ class GenerationService:
             sizes.append(sizes[-1] * 2)
         return sizes
 
+    @property
+    def lone_steps(self) -> int:
+        """Characters in one call for a row alone with nobody waiting (LONE_CHUNKS chunks)."""
+        return self._lone_steps
+
     def shapes(self) -> list[tuple[str, int, int]]:
         """Every model call the worker makes, as (kind, rows, steps), one XLA program each: a prime
         of max_seed_chars and a chunk of chunk_steps per power of two rows (8 rows run as 8, not
