@@ -11,7 +11,7 @@ import pytest
 from bot.chat import messages
 from bot.chat.commands import ChatKey, Commands
 from bot.chat.members import AdminsUnknown, Member
-from bot.chat.parsing import parse
+from bot.chat.parsing import format_number, parse
 from config import ChatSection
 from service.generation import GenerationService
 from storage import Storage
@@ -22,6 +22,7 @@ SETTINGS = ChatSection(rate_limit_per_minute=0, user_rate_limit_per_minute=0, le
 ANA = member("ana")  # a member
 REY = member("rey", admin=True)  # an admin of the same group
 TEMPERATURE_IS = messages.TEMPERATURE_IS.format(value="{}", tmin="0,1", tmax="2")
+DEFAULT_TEMPERATURE = format_number(ChatSection().temperature)  # as /temperatura shows it
 
 
 @contextlib.asynccontextmanager
@@ -34,7 +35,7 @@ async def test_in_a_group_only_admins_change_settings_and_forget(tiny_sampler, t
     async with bot(tiny_sampler, tmp_path) as c:
         for text in ("/temperatura 1,5", "/longitud 500", "/olvidar", "/ajustes todos"):
             assert "administradores" in await say(c, text, GROUP, ANA), text
-        assert await say(c, "/temperatura", GROUP, ANA) == TEMPERATURE_IS.format("0,7")  # unchanged
+        assert await say(c, "/temperatura", GROUP, ANA) == TEMPERATURE_IS.format(DEFAULT_TEMPERATURE)  # unchanged
         assert await say(c, "/temperatura 1,5", GROUP, REY) == messages.TEMPERATURE_SET.format(value="1,5")
         # everyone still sees the settings, writes and continues
         assert await say(c, "/temperatura", GROUP, ANA) == TEMPERATURE_IS.format("1,5")
@@ -94,14 +95,14 @@ async def test_when_the_platform_cannot_say_who_the_admins_are_nothing_changes(t
 
     async with bot(tiny_sampler, tmp_path) as c:
         assert await say(c, "/temperatura 1,5", GROUP, Member("ana", "g", unknown)) == messages.ADMINS_UNKNOWN
-        assert await say(c, "/temperatura", GROUP, ANA) == TEMPERATURE_IS.format("0,7")
+        assert await say(c, "/temperatura", GROUP, ANA) == TEMPERATURE_IS.format(DEFAULT_TEMPERATURE)
 
 
 async def test_a_server_that_has_not_added_the_bot_cannot_change_its_settings(tiny_sampler, tmp_path):
     stranger = member("rey", admin=True, installed=False)  # a Discord user install
     async with bot(tiny_sampler, tmp_path) as c:
         assert await say(c, "/temperatura 1,5", GROUP, stranger) == messages.NOT_INSTALLED
-        assert await say(c, "/temperatura", GROUP, stranger) == TEMPERATURE_IS.format("0,7")
+        assert await say(c, "/temperatura", GROUP, stranger) == TEMPERATURE_IS.format(DEFAULT_TEMPERATURE)
         assert (await say(c, "/cervantes Sancho", GROUP, stranger)).startswith("Sancho")
 
 

@@ -13,6 +13,7 @@ import dataclasses
 import pytest
 
 from bot.chat import messages
+from bot.chat.parsing import format_number
 from config import ChatSection
 from telegram_emulator.peer import BOT_ID, LENGTH, bot_config, running_bot
 
@@ -56,7 +57,7 @@ async def test_a_member_cannot_change_the_settings_an_admin_and_the_creator_can(
     assert "administradores" in refused
     assert "administradores" in await in_group(peer, "/olvidar", ANA)
     assert await in_group(peer, "/temperatura", ANA) == messages.TEMPERATURE_IS.format(
-        value="0,7", tmin="0,1", tmax="2")  # she may see them
+        value=format_number(ChatSection().temperature), tmin="0,1", tmax="2")  # she may see them
     assert await in_group(peer, "/temperatura 1,5", REY) == SET
     assert await in_group(peer, f"/longitud {LENGTH}", DUENA) == messages.LENGTH_SET.format(value=LENGTH)
     # members still write and press the buttons
