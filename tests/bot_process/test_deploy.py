@@ -230,7 +230,7 @@ async def test_serve_keeps_the_status_file_and_the_metrics_endpoint(tmp_path, ti
 
     serving = asyncio.create_task(serve_module.serve(config, {}))
     try:
-        await wait_for(lambda: connected() is True or serving.done())
+        await wait_for(lambda: connected() is True or serving.done(), 180)  # serve compiles every shape first
         assert health.check(path).ok
         assert "cervantes_queue_depth 0.0" in await asyncio.to_thread(scrape, port)
         adapter.connected = False  # the connection dropped

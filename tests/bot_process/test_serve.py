@@ -170,7 +170,8 @@ def config(tmp_path, tiny_model_dir) -> Config:
     return Config(model=ModelSection(path=str(tiny_model_dir)), storage=StorageSection(path=str(tmp_path / "c.db")))
 
 
-async def started(serving: asyncio.Task, adapter: FakeAdapter, timeout_s: float = 60) -> None:
+async def started(serving: asyncio.Task, adapter: FakeAdapter, timeout_s: float = 180) -> None:
+    # serve compiles every shape first: seconds when quiet, more than a minute on a loaded 2-core box
     deadline = time.monotonic() + timeout_s
     while adapter.connected is None:
         assert not serving.done() and time.monotonic() < deadline, "serve did not start the adapter"
