@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.chat.commands import ChatKey, Commands
+from bot.chat.commands import ChatKey, Commands, Written
 from bot.chat.members import Member
 from bot.chat.parsing import parse
 
@@ -44,3 +44,17 @@ def member(user: str, admin: bool = False, group: str = "group", **fields) -> Me
         return admin
 
     return Member(user, group, is_admin, **fields)
+
+
+def written(text: str, reply_id: int = 7, piece: int = 700) -> Written:
+    """A reply as the commands hand it to an adapter: `text` in pieces of `piece` characters, and
+    once they are all read, the id its buttons name (as a stored reply's)."""
+    out = Written()
+
+    async def pieces():
+        for start in range(0, len(text), piece):
+            yield text[start:start + piece]
+        out.reply_id = reply_id
+
+    out.pieces = pieces()
+    return out

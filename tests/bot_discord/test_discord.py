@@ -687,20 +687,13 @@ async def test_a_group_dm_shares_the_persons_one_limit_and_has_no_admins(env, us
 async def test_a_reply_whose_end_past_2000_is_only_whitespace_ends_with_its_buttons(env, channel, alice):
     """Character 2000 and all after it blank: no empty last message (Discord refuses those); the
     reply's last real message carries its buttons, and the channel's next command is answered."""
-    from bot.chat.commands import Written
+    import recorder
     from bot.discord.adapter import MessageOutput
 
     words = ("En un lugar de la Mancha, de cuyo nombre no quiero acordarme " * 40)[:1999]
     assert not words[-1].isspace()
     text = words + " \n "  # character 2000 is the space
-    written = Written()
-
-    async def pieces():
-        for start in range(0, len(text), 700):
-            yield text[start:start + 700]
-        written.reply_id = 7
-
-    written.pieces = pieces()
+    written = recorder.written(text)
     command = await alice.send(channel, "una frase de alice")
     await MessageOutput(command, env.bot.adapter.pace).stream(written)
     await env.settle()

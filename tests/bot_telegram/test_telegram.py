@@ -329,19 +329,12 @@ async def test_a_group_that_moves_while_a_reply_is_written_keeps_that_reply_to_c
 async def test_a_reply_whose_end_past_4096_is_only_whitespace_is_delivered_and_the_chat_goes_on(bot, peer):
     """Character 4096 and all after it blank: no empty last message (Telegram refuses those), the
     reply is delivered with its buttons on its one message, and the chat's next reply follows it."""
-    from bot.chat.commands import Written
+    import recorder
 
     words = ("En un lugar de la Mancha, de cuyo nombre no quiero acordarme " * 80)[:4095]
     assert not words[-1].isspace()
     text = words + " \n "  # character 4096 is the space
-    written = Written()
-
-    async def pieces():
-        for start in range(0, len(text), 700):
-            yield text[start:start + 700]
-        written.reply_id = 7  # stored: the buttons name it
-
-    written.pieces = pieces()
+    written = recorder.written(text)
     chat = ChatKey("telegram", "3011")
     first = TelegramOutput(bot.outbox, 3011, chat)
     await first.stream(written)
