@@ -3,7 +3,8 @@
 Each chat sends its commands in order (as a person would: the next after the reply), all chats at
 once; commands mix /cervantes, /continuar and /temperatura. Reports whether every command was
 answered exactly once and to the right chat, latency percentiles, throughput and peak memory,
-round after round so that memory growth shows.
+round after round so that memory growth shows. The database is a temporary SQLite file, or with
+--storage-url an empty PostgreSQL database, emptied again afterwards.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from bot.chat.parsing import parse
 from bot.process.runtime import open_runtime
 from config import Config
 from storage import ChatKey
+from storage.engines.postgres import META, drop_tables, is_url, redact, table_names
+from storage.errors import StorageError
+from storage.migrations import MIGRATIONS, schema
 
 
 class _Inbox:
@@ -78,11 +82,30 @@ async def _round(runtime, chats: int, commands: int, seed: int) -> dict:
     }
 
 
-async def run(config: Config, chats: int, commands: int, rounds: int) -> list[dict]:
-    with tempfile.TemporaryDirectory() as tmp:
-        config = dataclasses.replace(
-            config, storage=dataclasses.replace(config.storage, path=str(Path(tmp) / "load.db")),
-            chat=dataclasses.replace(config.chat, rate_limit_per_minute=0),
-            generation=dataclasses.replace(config.generation, queue_size=max(config.generation.queue_size, chats)))
-        async with open_runtime(config) as runtime:
-            return [await _round(runtime, chats, commands, seed) for seed in range(rounds)]
+async def run(config: Config, chats: int, commands: int, rounds: int, storage_url: str = "") -> list[dict]:
+    """The rounds' figures. On a temporary SQLite file, whatever [storage] says (the load never goes
+    into an admin's database); with storage_url, on that PostgreSQL database instead: it must be
+    empty (refused otherwise), and the tables the load made are dropped afterwards."""
+    config = dataclasses.replace(
+        config, chat=dataclasses.replace(config.chat, rate_limit_per_minute=0),
+        generation=dataclasses.replace(config.generation, queue_size=max(config.generation.queue_size, chats)))
+    if not storage_url:
+        with tempfile.TemporaryDirectory() as tmp:
+            storage = dataclasses.replace(config.storage, path=str(Path(tmp) / "load.db"), url="", url_file="")
+            return await _run(config, storage, chats, commands, rounds)
+    if not is_url(storage_url):
+        raise StorageError("--storage-url must be a PostgreSQL URL (postgresql://user@host:port/dbname)")
+    if found := await table_names(storage_url):
+        raise StorageError(f"{redact(storage_url)} is not empty (it has the tables {', '.join(found)}): the "
+                           "loadtest writes test chats, so it runs on an empty, throwaway database only "
+                           "(createdb a new one)")
+    storage = dataclasses.replace(config.storage, url=storage_url, url_file="")
+    try:
+        return await _run(config, storage, chats, commands, rounds)
+    finally:
+        await drop_tables(storage_url, [*schema(len(MIGRATIONS)), META])
+
+
+async def _run(config: Config, storage, chats: int, commands: int, rounds: int) -> list[dict]:
+    async with open_runtime(dataclasses.replace(config, storage=storage)) as runtime:
+        return [await _round(runtime, chats, commands, seed) for seed in range(rounds)]

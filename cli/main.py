@@ -197,8 +197,13 @@ def cmd_loadtest(args) -> int:
     import asyncio
 
     from cli import loadtest
+    from storage import StorageError
 
-    rounds = asyncio.run(loadtest.run(args.config, args.chats, args.commands, args.rounds))
+    try:
+        rounds = asyncio.run(loadtest.run(args.config, args.chats, args.commands, args.rounds, args.storage_url))
+    except StorageError as exc:
+        print(f"cervantes: loadtest: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(rounds, indent=1))
     else:
@@ -314,6 +319,11 @@ def parser() -> argparse.ArgumentParser:
     lt.add_argument("--chats", type=int, default=200)
     lt.add_argument("--commands", type=int, default=5, help="commands per chat")
     lt.add_argument("--rounds", type=int, default=3, help="repeat, to see memory growth")
+    lt.add_argument("--storage-url", default="", metavar="URL",
+                    help="run on this PostgreSQL database (postgresql://user@host:port/dbname; password: "
+                         "PGPASSWORD or PGPASSFILE) instead of a temporary SQLite file. The load writes test "
+                         "chats into it: a throwaway database, refused unless empty, emptied afterwards. "
+                         "[storage] url is never used")
     lt.add_argument("--json", action="store_true")
     lt.set_defaults(func=cmd_loadtest)
 

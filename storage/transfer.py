@@ -16,7 +16,7 @@ import sqlite3
 from pathlib import Path
 
 from storage import tags
-from storage.engines.postgres import META, PostgresEngine, is_url
+from storage.engines.postgres import META, PostgresEngine, is_url, table_names
 from storage.errors import StorageError
 from storage.migrations import MIGRATIONS, schema
 from storage.repository import Storage
@@ -47,16 +47,7 @@ async def copy_sqlite_to_postgresql(path: str | Path, url: str) -> dict[str, int
 
 
 async def _refuse_unless_empty(target: PostgresEngine) -> None:
-    import asyncpg
-
-    with target._translated("connect to the database"):
-        conn = await asyncpg.connect(target.url, timeout=10)
-        try:
-            found = [name for (name,) in await conn.fetch(
-                "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1")]
-        finally:
-            await conn.close()
-    if found:
+    if found := await table_names(target.url):
         raise StorageError(f"{target.where} is not empty (it has the tables {', '.join(found)}): "
                            "migrate-storage copies into an empty database only (createdb a new one)")
 

@@ -2,10 +2,11 @@
 
 `Server.start()` runs initdb into a temporary folder and starts the server on a free port of
 127.0.0.1; both refuse to run as root, so under root they run as the unprivileged `postgres` user
-that the package creates (`runuser -u postgres`). Every connection from 127.0.0.1 is trusted but
-the role PASSWORD_ROLE's, which must give its password (scram-sha-256): the tests of PGPASSWORD,
-PGPASSFILE and CERVANTES_STORAGE_URL_FILE log in as it. `stop()` stops the server and deletes the
-folder. `sql(url, ...)` runs one statement from synchronous test code (as sqlite3 does for files).
+that the package creates (`runuser -u postgres`). It runs without fsync (quick; a crash of the host
+may lose data) unless made `durable` (PostgreSQL's defaults, for benchmarks). Every connection from
+127.0.0.1 is trusted but the role PASSWORD_ROLE's, which must give its password (scram-sha-256): the
+tests of PGPASSWORD, PGPASSFILE and CERVANTES_STORAGE_URL_FILE log in as it. `stop()` stops the
+server and deletes the folder. `sql(url, ...)` runs one statement from synchronous test code (as sqlite3 does for files).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self):
+    def __init__(self, durable: bool = False):
+        self.durable = durable
         self.bin = bin_dir()
         self.root = Path(tempfile.mkdtemp(prefix="cervantes-pg-"))
         self.data = self.root / "data"
@@ -75,8 +77,9 @@ class Server:
             "host all all 127.0.0.1/32 trust\n"
             "local all all trust\n")
         self.port = _free_port()
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        if not self.durable:  # a test's data may be lost in a crash of the host
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options,
                   "-l", str(self.root / "server.log"), "-w", "-t", "60", "start")
         sql(self.url("postgres"), f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{PASSWORD}'")

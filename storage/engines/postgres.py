@@ -106,6 +106,35 @@ def _words(exc: BaseException, url: str) -> str:
         return f"the database server at {host} cannot be reached"
     return f"the database server answered {type(exc).__name__}"
 
+_TABLES = "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1"
+
+
+@asynccontextmanager
+async def _connection(url: str, doing: str):
+    """One connection outside any pool, its errors as StorageError: for the tools that look at or
+    clear a database that the bot does not hold open (migrate-storage, loadtest)."""
+    import asyncpg
+
+    with PostgresEngine(url)._translated(doing):
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
+
+async def table_names(url: str) -> list[str]:
+    """The names of the tables in the database's current schema: none in an empty database."""
+    async with _connection(url, "connect to the database") as conn:
+        return [name for (name,) in await conn.fetch(_TABLES)]
+
+
+async def drop_tables(url: str, names: Iterable[str]) -> None:
+    """Drop these tables (those that exist), in one transaction."""
+    async with _connection(url, "drop the tables") as conn, conn.transaction():
+        for name in names:
+            await conn.execute(f"DROP TABLE IF EXISTS {name}")
+
 
 class _Tx:
     def __init__(self, conn):
