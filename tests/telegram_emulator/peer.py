@@ -167,6 +167,11 @@ class Peer:
         """Flood-limit mode for this bot (see launch.js): Telegram's limits enforced with 429s."""
         (await self.http.post("/flood", json={"token": self.token, "on": on})).raise_for_status()
 
+    async def hold(self, on: bool = True) -> None:
+        """While on, the bot's requests that write to a chat wait unanswered (see launch.js); off lets
+        them through, but those of a bot killed meanwhile never arrive."""
+        (await self.http.post("/hold", json={"token": self.token, "on": on})).raise_for_status()
+
     async def flood_storm(self, chat_id: int, seconds: int, times: int) -> None:
         (await self.http.post("/floodStorm", json={"token": self.token, "chat_id": chat_id,
                                                    "seconds": seconds, "times": times})).raise_for_status()
