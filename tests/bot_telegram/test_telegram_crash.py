@@ -20,14 +20,13 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from bot.chat import messages
 
 BIN = Path(sys.executable).parent
 CHATS = 50
 FIRST_CHAT = 30_001
 SEED = "Sancho dijo"
+START_S = 240  # loading and compiling the model, on two cores other tests share
 LENGTH = 60  # characters each /cervantes writes; /longitud changes it only for the chat's later texts
 
 
@@ -36,7 +35,7 @@ def serve(tmp_path: Path, emulator: str, model_dir: Path, token: str, log_name: 
     env.update(TELEGRAM_TOKEN=token, CERVANTES_TELEGRAM_BASE_URL=f"{emulator}/bot",
                CERVANTES_MODEL_PATH=str(model_dir), CERVANTES_STORAGE_PATH=str(tmp_path / "cervantes.db"),
                CERVANTES_MODEL_DEVICE="cpu", CERVANTES_GENERATION_CHUNK_STEPS="10",
-               CERVANTES_GENERATION_MAX_BATCH="16", CERVANTES_CHAT_LENGTH=str(LENGTH),
+               CERVANTES_GENERATION_MAX_BATCH="4", CERVANTES_CHAT_LENGTH=str(LENGTH),
                CERVANTES_TELEGRAM_STREAM_AFTER_S="30",  # one message a reply: what a user counts
                TF_CPP_MIN_LOG_LEVEL="3")
     log = open(tmp_path / log_name, "w")
@@ -54,7 +53,7 @@ async def test_kill_9_mid_burst_then_a_restart_answers_every_command_exactly_onc
     bot = serve(tmp_path, emulator, tiny_model_dir, token, "first.log")
     try:
         await peer.say("/ayuda", 1)  # once answered, the bot is up and polling
-        await peer.wait_for(1, lambda r: r, timeout=120)
+        await peer.wait_for(1, lambda r: r, timeout=START_S)
         for chat in chats:  # the burst: two commands a chat, all at once
             await peer.say(f"/cervantes {SEED}", chat)
         for i, chat in enumerate(chats):
@@ -76,7 +75,7 @@ async def test_kill_9_mid_burst_then_a_restart_answers_every_command_exactly_onc
 
     bot = serve(tmp_path, emulator, tiny_model_dir, token, "second.log")
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + START_S
         while sum(map(len, (replies := await answered(peer, chats)).values())) < 2 * CHATS:
             missing = [c for c, r in replies.items() if len(r) < 2]
             assert time.monotonic() < deadline, (
@@ -91,10 +90,9 @@ async def test_kill_9_mid_burst_then_a_restart_answers_every_command_exactly_onc
         if bot.poll() is None:
             bot.kill()
     for i, chat in enumerate(chats):
-        written, length = replies[chat][:1], replies[chat][1:]
         assert len(replies[chat]) == 2, f"chat {chat} got {len(replies[chat])} replies: {replies[chat]!r}"
-        # in order: the text was written at the length before /longitud
-        assert replies[chat][0].startswith(SEED) and len(replies[chat][0]) == len(SEED) + LENGTH, written
-        assert replies[chat][1] == messages.LENGTH_SET.format(value=100 + i), length
-    with sqlite3.connect(tmp_path / "cervantes.db") as db:  # answered commands are not kept
-        assert db.execute("SELECT count(*) FROM inbox").fetchone() == (0,)
+        written, length = replies[chat]
+        assert written.startswith(SEED) and len(written) == len(SEED) + LENGTH, written  # before /longitud
+        assert length == messages.LENGTH_SET.format(value=100 + i), length
+    with sqlite3.connect(tmp_path / "cervantes.db") as db:  # nothing of an answered command is kept
+        assert db.execute("SELECT count(*) FROM inbox WHERE command IS NOT NULL OR chat_id != ''").fetchone() == (0,)

@@ -23,8 +23,11 @@
 //                                              ban of `seconds` (as if other bots' traffic filled it)
 //   POST /floodStats {token}                   what flood mode counted: requests, refused by scope,
 //                                              sent_into_pending, longest ban
-//   POST /hold {token, on}                  while on, that bot's requests that write to a chat
+//   POST /hold {token, on}                     while on, that bot's requests that write to a chat
 //                                              (FLOOD_METHODS) wait unanswered; off lets them in
+//   POST /unconfirmed {token}                  the update_ids the bot has not confirmed yet (getUpdates
+//                                              confirms an update only when a later call passes an
+//                                              offset higher than its update_id)
 //   POST /press {token, chat_id, message_id, data, user_id}
 //                                              a user taps the inline button with that callback_data
 //                                              on that bot message: a callback_query update; its id
@@ -598,6 +601,11 @@ function patchedRoutes(app, server) {
     chat.storm = { seconds: Number(req.body.seconds), times: Number(req.body.times || 1) };
     res.json({ ok: true, result: true });
   });
+
+  // The Bot API's getUpdates: "An update is considered confirmed as soon as getUpdates is called
+  // with an offset higher than its update_id"; until then Telegram keeps it and sends it again.
+  app.post('/unconfirmed', (req, res) => res.json({ ok: true, result: server.storage.userMessages
+    .filter((u) => u.botToken === req.body.token).map((u) => u.updateId) }));
 
   app.post('/hold', (req, res) => {
     const { token } = req.body;
