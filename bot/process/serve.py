@@ -44,7 +44,8 @@ def _adapters(runtime, environ) -> list:
     if discord_token:
         from bot.discord.adapter import DiscordAdapter
 
-        adapters.append(DiscordAdapter(runtime.commands, runtime.config.discord, discord_token))
+        adapters.append(DiscordAdapter(runtime.commands, runtime.config.discord, discord_token,
+                                       inbox=runtime.inbox))
     return adapters
 
 
@@ -175,7 +176,7 @@ def _duties(runtime, environ) -> list[tuple[str, typing.Callable]]:
 
         shards = leader.shard_set(config.discord.shard_count, config.discord.shard_ids)
         duties.append((f"discord bot {discord.split('.')[0]} {shards}",
-                       lambda: DiscordAdapter(runtime.commands, config.discord, discord)))
+                       lambda: DiscordAdapter(runtime.commands, config.discord, discord, inbox=runtime.inbox)))
     return duties
 
 
