@@ -5,7 +5,8 @@ next getUpdates, a webhook's answer), runs it with `run`, and, when it starts re
 or when a standby takes over: bot/process/serve.py starts a new adapter then), first calls
 `replay`: the commands of its platform that were stored and never answered, younger than
 `max_age_s`, run again in each chat's order, before any new one. The adapter says who sent each
-one (a Member, whose `is_admin` asks the platform), from what it stored.
+one (a Member), rebuilt from what it stored: on Telegram its is_admin asks the admins list, on
+Discord it is the verdict that came with the command.
 
 Done means answered: the reply delivered (for an Output with a `delivery` future, once it resolves,
 whatever the outcome: delivered, partial, or dropped and counted), or nothing to send (refused
