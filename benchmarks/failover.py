@@ -16,9 +16,12 @@ Reports, over all kills:
 - commands lost (never answered) and duplicated (answered more than once), split into those sent
   before the kill (the dead process had received them; Telegram counts them delivered) and after
   it (still with Telegram: the new leader must answer each).
-Commands lost before the kill are expected until the inbox exists (issue 21, section 3).
+Commands sent before the kill that the dead process had received are run again by the new leader
+from the inbox (bot.chat.inbox): none may be lost either. A duplicate is possible only in the
+inbox's window (a reply Telegram took an instant before the kill, its done mark not yet committed;
+benchmarks/crash_duplicates.py): reported, and counted as a failure like any other.
 With --signal term the active replica gets SIGTERM instead (a deploy, `docker stop`): a handover.
-Exits 1 if the p95 takeover exceeds 10 s, or if a command sent after a kill was lost or duplicated.
+Exits 1 if the p95 takeover exceeds 10 s, or if a command was lost or duplicated.
 """
 
 from __future__ import annotations
@@ -180,7 +183,8 @@ def main() -> int:
               f"(received by the process killed), {report['lost_sent_after_kill']} sent after; "
               f"duplicated: {report['duplicated']}; chats out of order: {report['out_of_order_chats']}")
     ok = (report["takeover_s"]["p95"] <= GOAL_P95_S and not report["never_taken_over"]
-          and not report["lost_sent_after_kill"] and not report["duplicated"] and not report["out_of_order_chats"])
+          and not report["lost_sent_before_kill"] and not report["lost_sent_after_kill"]
+          and not report["duplicated"] and not report["out_of_order_chats"])
     return 0 if ok else 1
 
 
