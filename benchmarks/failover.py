@@ -16,9 +16,15 @@ Reports, over all kills:
 - commands lost (never answered) and duplicated (answered more than once), split into those sent
   before the kill (the dead process had received them; Telegram counts them delivered) and after
   it (still with Telegram: the new leader must answer each).
-Commands lost before the kill are expected until the inbox exists (issue 21, section 3).
+Commands sent before the kill that the dead process had received are run again by the new leader
+from the inbox (bot.chat.inbox): none may be lost either. A duplicate is possible only in the
+inbox's window (a reply Telegram took an instant before the kill, its done mark not yet committed;
+benchmarks/crash_duplicates.py): reported, and counted as a failure like any other.
 With --signal term the active replica gets SIGTERM instead (a deploy, `docker stop`): a handover.
-Exits 1 if the p95 takeover exceeds 10 s, or if a command sent after a kill was lost or duplicated.
+A command not answered SETTLE_S after its round is counted lost there, and looked for again LATE_S
+after the last kill (at four commands a second per chat, faster than the outbox's one reply a second
+per chat, the backlog is late, not lost). Exits 1 if the p95 takeover exceeds 10 s, or if a command
+was still unanswered at the end, or duplicated.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from telegram_emulator.peer import Peer  # noqa: E402
 BEFORE_S = 2.0  # commands sent this long before each kill...
 AFTER_S = 12.0  # ...and this long after it
 SETTLE_S = 15.0  # then the backlog of the takeover is answered (one message a second per chat)
+LATE_S = 60.0  # after the last kill: the commands counted lost are looked for once more
 START_S = 300.0  # a replica's start, model and compilation included, on a busy machine
 GOAL_P95_S = 10.0
 HOSTS = {"a": "127.0.0.1", "b": "localhost"}  # each replica's address of the emulator
@@ -86,20 +93,22 @@ async def one_kill(peer: Peer, replicas, chats: list[int], first_n: int, every_s
     first = await sends_after(peer, killed_at, via=HOSTS[heir])
     result = {"victim": victim.name, "takeover_s": (first[0] - killed_at) if first else None,
               "lost_before": 0, "lost_after": 0, "duplicated": 0, "sent": len(sent) * len(chats)}
+    missing: list[tuple[int, int]] = []  # (chat, N) unanswered SETTLE_S after the last command
     for chat in chats:
         got = await answers(peer, chat)
-        result["duplicated"] += len(got) - len(set(got))
+        mine = [g for g in got if first_n <= g < n]  # this kill's: a chat keeps every earlier answer
+        result["duplicated"] += len(mine) - len(set(mine))
         for number, at in sent:
             if number not in got:
                 result["lost_before" if at < killed_at else "lost_after"] += 1
-        mine = [g for g in got if first_n <= g < n]
+                missing.append((chat, number))
         if mine != sorted(mine):
             result.setdefault("out_of_order_chats", []).append(chat)
     if how == "term":
         victim.process.wait(timeout=60)
     victim.start()
     await wait_until(lambda: ready(replicas), START_S, "the killed replica to stand by again", every=0.5)
-    return result, n
+    return result, n, missing
 
 
 async def run(args) -> dict:
@@ -130,13 +139,16 @@ async def _run(args, database: str) -> dict:
         try:
             await wait_until(lambda: ready(replicas), START_S, "one active replica and one standby", every=0.5)
             chats = list(range(FIRST_CHAT, FIRST_CHAT + args.chats))
-            kills, n = [], FIRST_N
+            kills, n, missing = [], FIRST_N, []
             for i in range(args.kills):
                 if n + (BEFORE_S + AFTER_S) / args.every + 2 > 1000:  # /longitud's range used up: new chats
                     chats, n = [c + args.chats for c in chats], FIRST_N
-                result, n = await one_kill(peer, replicas, chats, n, args.every, args.signal)
+                result, n, late = await one_kill(peer, replicas, chats, n, args.every, args.signal)
                 kills.append(result)
+                missing += late
                 print(f"kill {i + 1}: {json.dumps(result)}", file=sys.stderr, flush=True)
+            await asyncio.sleep(LATE_S)  # what was only late is answered by now
+            never = [(c, number) for c, number in missing if number not in await answers(peer, c)]
         finally:
             await peer.http.aclose()
             for replica in replicas.values():
@@ -153,6 +165,7 @@ async def _run(args, database: str) -> dict:
         "commands_sent": sum(k["sent"] for k in kills),
         "lost_sent_before_kill": sum(k["lost_before"] for k in kills),
         "lost_sent_after_kill": sum(k["lost_after"] for k in kills),
+        "still_unanswered_at_the_end": len(never),  # of those counted lost, LATE_S after the last kill
         "duplicated": sum(k["duplicated"] for k in kills),
         "out_of_order_chats": sum(len(k.get("out_of_order_chats", [])) for k in kills),
     }
@@ -178,9 +191,11 @@ def main() -> int:
               f"p95 {t['p95']} s, max {t['max']} s; never taken over: {report['never_taken_over']}")
         print(f"commands: {report['commands_sent']} sent; lost: {report['lost_sent_before_kill']} sent before a kill "
               f"(received by the process killed), {report['lost_sent_after_kill']} sent after; "
-              f"duplicated: {report['duplicated']}; chats out of order: {report['out_of_order_chats']}")
+              f"duplicated: {report['duplicated']}; chats out of order: {report['out_of_order_chats']}; "
+              f"still unanswered {LATE_S:.0f} s after the last kill: {report['still_unanswered_at_the_end']}")
     ok = (report["takeover_s"]["p95"] <= GOAL_P95_S and not report["never_taken_over"]
-          and not report["lost_sent_after_kill"] and not report["duplicated"] and not report["out_of_order_chats"])
+          and not report["still_unanswered_at_the_end"]
+          and not report["duplicated"] and not report["out_of_order_chats"])
     return 0 if ok else 1
 
 

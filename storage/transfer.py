@@ -2,11 +2,12 @@
 
 The SQLite file is first brought up to this program's schema (opened as the bot opens it), then read
 in one snapshot; the PostgreSQL database gets the same schema, every row of every table with its
-ids (the buttons of old replies keep working), the replies' id counter past every id ever handed
-out (a forgotten reply's id is never reused), and the installation's chat-tag secret (chat tags in
-the logs stay the same). The rows are written in one transaction, and the row counts of each table
-are compared before it commits: a difference undoes the copy. A target that holds any table is
-refused, and a failed copy removes the tables it made, so the command can simply be run again.
+ids (the buttons of old replies keep working; the inbox's commands still waiting are answered), the
+id counters of the replies and the inbox past every id ever handed out (a forgotten reply's id is
+never reused), and the installation's chat-tag secret (chat tags in the logs stay the same). The
+rows are written in one transaction, and the row counts of each table are compared before it
+commits: a difference undoes the copy. A target that holds any table is refused, and a failed copy
+removes the tables it made, so the command can simply be run again.
 Stop the bot first: what it writes during the copy would not be copied.
 """
 
@@ -20,6 +21,9 @@ from storage.engines.postgres import META, PostgresEngine, is_url, table_names
 from storage.errors import StorageError
 from storage.migrations import MIGRATIONS, schema
 from storage.repository import Storage
+
+
+_COUNTED = ("replies", "inbox")  # ids handed out by a counter (AUTOINCREMENT; an identity column)
 
 
 async def copy_sqlite_to_postgresql(path: str | Path, url: str) -> dict[str, int]:
@@ -57,9 +61,10 @@ async def _copy(path: Path, engine: PostgresEngine, tables: dict[str, list[str]]
     try:
         source.execute("BEGIN")  # one snapshot of the file
         counts = {table: source.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in tables}
-        (last_id,) = source.execute(
-            "SELECT max(n) FROM (SELECT max(id) AS n FROM replies "
-            "UNION ALL SELECT seq FROM sqlite_sequence WHERE name = 'replies')").fetchone()
+        last_ids = {table: source.execute(
+            f"SELECT max(n) FROM (SELECT max(id) AS n FROM {table} "
+            "UNION ALL SELECT seq FROM sqlite_sequence WHERE name = ?)", (table,)).fetchone()[0]
+            for table in _COUNTED}
         async with engine.writing("copy the rows") as tx:
             conn = tx.conn
             for table, columns in tables.items():
@@ -70,8 +75,9 @@ async def _copy(path: Path, engine: PostgresEngine, tables: dict[str, list[str]]
                     except (TypeError, ValueError) as exc:  # SQLite holds any type in any column
                         raise StorageError(f"{path}: a row of {table} does not fit PostgreSQL's column "
                                            f"types ({exc}): nothing was copied") from None
-            if last_id:
-                await conn.execute("SELECT setval(pg_get_serial_sequence('replies', 'id'), $1)", int(last_id))
+            for table, last_id in last_ids.items():
+                if last_id:
+                    await conn.execute("SELECT setval(pg_get_serial_sequence($1, 'id'), $2)", table, int(last_id))
             secret = tags.load_secret(path, create=False)
             await conn.execute(f"UPDATE {META} SET tag_secret = $1", secret)
             copied = {table: await conn.fetchval(f"SELECT count(*) FROM {table}") for table in tables}

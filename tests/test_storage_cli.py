@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import config
 import pg
 from cli.main import main
 from storage import ChatKey, Continuation, Settings, Storage, StorageError
+from storage.inbox import Entry, Inbox
 
 TG = ChatKey("telegram", "-1001234567890")
 DC = ChatKey("discord", "1098765432109876543")
@@ -139,7 +141,12 @@ async def _bots_data(db: Path) -> dict:
         await storage.set_length(DC, 120)
         first = await storage.save_reply(TG, continuation(1), seed="Sancho")
         second = await storage.save_reply(TG, continuation(2), start=continuation(1))
-        return {"gone": gone, "first": first, "second": second, "tag": storage.tag(TG)}
+        inbox = Inbox(storage)
+        waiting, answered = await inbox.add([Entry(TG, "longitud", "120", None, time.time(), {"chat_id": 5}),
+                                             Entry(TG, "cervantes", "Dulcinea", None, time.time())])
+        await inbox.done([answered.id])  # its id is never handed out again either
+        return {"gone": gone, "first": first, "second": second, "tag": storage.tag(TG), "waiting": waiting,
+                "answered": answered}
 
 
 def test_migrate_storage_copies_everything_into_an_empty_postgresql(operator, pg_url, capsys):
@@ -160,6 +167,10 @@ def test_migrate_storage_copies_everything_into_an_empty_postgresql(operator, pg
             new = await storage.save_reply(DC, continuation(3), seed="nuevo")
             assert new > max(made["gone"], made["second"])  # never an id handed out before
             assert await storage.get_reply(DC, made["gone"]) is None
+            inbox = Inbox(storage)
+            assert await inbox.pending("telegram", since=0) == [made["waiting"]]  # answered after the move
+            (new,) = await inbox.add([Entry(TG, "ayuda", "", None, time.time())])
+            assert new.id > made["answered"].id
 
     asyncio.run(check())
 

@@ -16,6 +16,13 @@ The application can be installed by users as well as by servers (allowed_install
 /cervantes, /continuar and the buttons then work in any DM, group DM or server where the user is,
 answered through the interaction, even where the bot is not a member; settings there need the bot
 added to the server. Every such place shares one member limit per person.
+
+Every command and press the bot could answer with a message of its own (in a server with the bot, or
+its DM) is stored in the inbox (bot.chat.inbox) on receipt, before the defer, and marked done once
+answered. Those a crash left run again in setup_hook, before the gateway brings new ones (at start,
+and when a standby takes over), each answered with ordinary channel messages (ChannelOutput): an
+interaction's token is a secret and is never stored. Who sent it is kept with whether they could
+change the settings then (the permissions came with it), as the check at its run goes by that.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from discord import app_commands
 from bot.chat import buttons, messages
 from bot.discord import buttons as discord_buttons
 from bot.chat.commands import ChatKey, Commands, Written, record
+from bot.chat.inbox import Entry, Inbox
 from bot.chat.members import Member
 from bot.chat.parsing import COMMANDS, Command, format_number, parse
 from bot.chat.replies import EditPacer
@@ -155,6 +163,24 @@ class MessageOutput(_Reply):
         await message.edit(content=text, allowed_mentions=NO_MENTIONS, **extra)
 
 
+class ChannelOutput(_Reply):
+    """The reply to a command run again after a restart (bot.chat.inbox): ordinary messages in its
+    channel, the first answering the message it came with, if any."""
+
+    def __init__(self, channel: discord.PartialMessageable, pace: EditPacer, reply_to: int | None):
+        super().__init__(pace, channel.id)
+        self.channel, self.reply_to = channel, reply_to
+
+    async def _post(self, text: str, **extra) -> discord.Message:
+        reference = None
+        if not self._messages and self.reply_to is not None:
+            reference = self.channel.get_partial_message(self.reply_to).to_reference(fail_if_not_exists=False)
+        return await self.channel.send(text, reference=reference, allowed_mentions=NO_MENTIONS, **extra)
+
+    async def _edit(self, message: discord.Message, text: str, **extra) -> None:
+        await message.edit(content=text, allowed_mentions=NO_MENTIONS, **extra)
+
+
 class DiscordClient(discord.AutoShardedClient):
     """discord.py's client with its command tree, as in discord.py's app_commands examples. Sharded:
     `[discord] shard_count` (0: Discord's recommendation) and `shard_ids` (this process's; all when
@@ -170,6 +196,7 @@ class DiscordClient(discord.AutoShardedClient):
     async def setup_hook(self) -> None:  # runs inside login(), before the gateway connects
         self.add_dynamic_items(discord_buttons.ReplyButton)  # presses on any message, older ones too
         await self.adapter.sync_commands()
+        await self.adapter.replay()  # before the gateway brings any new command
 
     async def on_message(self, message: discord.Message) -> None:
         await self.adapter.on_message(message)
@@ -178,8 +205,9 @@ class DiscordClient(discord.AutoShardedClient):
 class DiscordAdapter:
     """`await start()` to log in and connect, `await stop()` to close; `client` is the discord.Client."""
 
-    def __init__(self, commands: Commands, config: DiscordSection, token: str):
+    def __init__(self, commands: Commands, config: DiscordSection, token: str, inbox: Inbox | None = None):
         self.commands = commands
+        self.inbox = inbox or Inbox(commands, None, max_age_s=0)  # commands stored on receipt
         self.config = config
         self._token = token
         intents = discord.Intents.default()
@@ -277,14 +305,16 @@ class DiscordAdapter:
     async def on_slash(self, interaction: discord.Interaction, name: str, argument: str | None) -> None:
         if self._closing:
             return
+        member = self._member_of(interaction)
+        entry = await self._receive(interaction.channel_id, Command(name, (argument or "").strip()), member,
+                                    store=self._reachable(interaction), guild_id=interaction.guild_id)
         try:
             await interaction.response.defer(thinking=True)
         except DISCORD_ERRORS as exc:  # too late (3 s) or Discord unreachable: no way to answer
             log.warning("could not defer /%s: %r", name, exc)
+            self.inbox.refused(entry)
             return
-        out = InteractionOutput(interaction, self.pace)
-        await self._run(interaction.channel_id, Command(name, (argument or "").strip()), out,
-                        self._member_of(interaction))
+        await self._run(entry, InteractionOutput(interaction, self.pace), member)
 
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot or self._closing:  # other bots, webhooks and this bot itself
@@ -298,7 +328,9 @@ class DiscordAdapter:
             answered = self._answered(message) if command.name in buttons.LABELS else None
             if answered is not None and not command.argument:  # !continuar as a reply to one of our texts
                 command = Command(command.name, answered)
-            await self._run(message.channel.id, command, MessageOutput(message, self.pace), member)
+            entry = await self._receive(message.channel.id, command, member, reply_to=message.id,
+                                        guild_id=message.guild.id if message.guild else None)
+            await self._run(entry, MessageOutput(message, self.pace), member)
 
     def _answered(self, message: discord.Message) -> str | None:
         """The reply id named by the buttons of the message of ours that `message` answers, if any."""
@@ -322,15 +354,23 @@ class DiscordAdapter:
             except DISCORD_ERRORS as exc:
                 log.warning("could not answer a double tap: %r", exc)
             return
-        reachable = self._present(interaction) or interaction.context.dm_channel
+        reachable = self._reachable(interaction)
+        member = self._member_of(interaction)
+        entry = await self._receive(interaction.channel_id, command, member, store=reachable,
+                                    reply_to=interaction.message.id, guild_id=interaction.guild_id)
         try:  # within 3 s; where the bot cannot post, the interaction answers: "thinking", then the text
             await interaction.response.defer(thinking=not reachable)
         except DISCORD_ERRORS as exc:
             log.warning("could not defer a press on %s: %r", data, exc)
+            self.inbox.refused(entry)
             return
         # an interaction's own messages cannot reply: where it can, the bot answers the pressed one
         out = MessageOutput(interaction.message, self.pace) if reachable else InteractionOutput(interaction, self.pace)
-        await self._run(interaction.channel_id, command, out, self._member_of(interaction))
+        await self._run(entry, out, member)
+
+    def _reachable(self, interaction: discord.Interaction) -> bool:
+        """Whether the bot can post in the interaction's channel itself: a server it is in, or its DM."""
+        return self._present(interaction) or bool(interaction.context.dm_channel)
 
     def _present(self, interaction: discord.Interaction) -> bool:
         """Whether the bot is a member of the server the interaction comes from."""
@@ -359,19 +399,62 @@ class DiscordAdapter:
         command = parse("/" + text[len(prefix):])
         return command if command is not None and command.name in COMMANDS else None
 
-    async def _run(self, channel_id: int, command: Command, out: _Reply, member: Member | None) -> None:
+    async def _receive(self, channel_id: int, command: Command, member: Member | None, *, store: bool = True,
+                       reply_to: int | None = None, guild_id: int | None = None) -> Entry:
+        """The command, stored in the inbox before it runs when `store` (the bot can answer it with a
+        message of its own after a restart). `reply_to`: the message to answer; `guild_id`: its
+        server (for the member, and the shard it arrives on)."""
+        entry = Entry(ChatKey("discord", str(channel_id)), command.name, command.argument,
+                      None if member is None else member.user, time.time(),
+                      {"channel_id": channel_id, "reply_to": reply_to, "guild_id": guild_id})
+        if not store:
+            return entry
+        if member is not None:  # whether they may change the settings, as the platform said with it
+            entry.answer["admin"] = await _admin_now(member)
+        (stored,) = await self.inbox.receive([entry])
+        return stored or entry
+
+    async def _run(self, entry: Entry, out: _Reply, member: Member | None) -> None:
         """`member`: who wrote, in a server's channel or thread (None in a DM with the bot)."""
         task = asyncio.current_task()
         self._running.add(task)
-        chat = ChatKey("discord", str(channel_id))
+        chat = entry.chat
         try:
-            await self.commands.run(chat, command, out, member)
+            await self.inbox.run(entry, out, member)
         except asyncio.CancelledError:
             if self._closing:  # cut by a stop: counted
-                record({"platform": "discord", "chat": chat.tag, "command": command.name, "outcome": "stopping"})
+                record({"platform": "discord", "chat": chat.tag, "command": entry.command, "outcome": "stopping"})
             raise
         finally:
             self._running.discard(task)
+
+    async def replay(self) -> None:
+        """The commands a crash left unanswered (of this process's shards), run again, answered in
+        their channels."""
+        await self.inbox.replay("discord", self._run_again, mine=self._mine)
+
+    async def _run_again(self, entry: Entry) -> None:
+        answer = entry.answer
+        out = ChannelOutput(self.client.get_partial_messageable(answer["channel_id"]), self.pace,
+                            answer.get("reply_to"))
+        member = None
+        if entry.member is not None:
+            admin = bool(answer.get("admin"))
+
+            async def is_admin() -> bool:
+                return admin
+
+            member = Member(entry.member, ("discord", answer.get("guild_id")), is_admin)
+        await self._run(entry, out, member)
+
+    def _mine(self, entry: Entry) -> bool:
+        """Whether the command came on one of this process's shards (all of them, unless
+        `[discord] shard_ids` names some): a server's on shard (id >> 22) % count, DMs on shard 0."""
+        ids = self.config.shard_ids
+        if not ids:
+            return True
+        guild = entry.answer.get("guild_id")
+        return (0 if guild is None else (guild >> 22) % self.config.shard_count) in ids
 
 
 def _member(user_id: int, guild_id: int, permissions) -> Member:
@@ -381,6 +464,11 @@ def _member(user_id: int, guild_id: int, permissions) -> Member:
         return granted.administrator or granted.manage_guild or granted.manage_channels
 
     return Member(str(user_id), ("discord", guild_id), is_admin)
+
+
+async def _admin_now(member: Member) -> bool:
+    """A Discord member's is_admin reads the permissions that came with the command: no request."""
+    return await member.is_admin()
 
 
 async def _nobody() -> bool:

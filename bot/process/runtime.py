@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from typing import AsyncIterator
 
 from bot.chat.commands import Commands
+from bot.chat.inbox import Inbox
 from config import Config
 from service.generation import GenerationService
+from storage.inbox import Inbox as InboxStore
 from storage.repository import Storage
 
 
@@ -20,6 +22,11 @@ class Runtime:
     storage: Storage
     commands: Commands
     model_id: str
+    inbox: Inbox | None = None  # commands stored before they run; each adapter replays it as it starts
+
+    def __post_init__(self):
+        if self.inbox is None:
+            self.inbox = Inbox(self.commands, InboxStore(self.storage), max_age_s=self.config.telegram.max_delivery_s)
 
 
 def _choose_device(device: str) -> str:

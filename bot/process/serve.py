@@ -9,6 +9,9 @@ closes. An adapter may also end the run itself: an exception set on its optional
 With `[metrics] port` set, Prometheus metrics are served too (bot.process.metrics).
 With `[storage] url` set, each adapter runs only while this process is elected to it
 (bot/process/leader.py); the status file is written from the moment the process stands by.
+Every adapter is made afresh when this process becomes active, and as it starts it first runs again
+the commands of its platform left in the inbox (bot.chat.inbox) by the process it takes over from,
+before it takes new ones: at start with SQLite, on takeover with PostgreSQL.
 """
 
 from __future__ import annotations
@@ -35,12 +38,14 @@ def _adapters(runtime, environ) -> list:
     if telegram_token:
         from bot.telegram.adapter import TelegramAdapter
 
-        adapters.append(TelegramAdapter(runtime.commands, runtime.config.telegram, telegram_token))
+        adapters.append(TelegramAdapter(runtime.commands, runtime.config.telegram, telegram_token,
+                                        inbox=runtime.inbox))
     discord_token = secrets.token("DISCORD_TOKEN", environ)
     if discord_token:
         from bot.discord.adapter import DiscordAdapter
 
-        adapters.append(DiscordAdapter(runtime.commands, runtime.config.discord, discord_token))
+        adapters.append(DiscordAdapter(runtime.commands, runtime.config.discord, discord_token,
+                                       inbox=runtime.inbox))
     return adapters
 
 
@@ -165,13 +170,13 @@ def _duties(runtime, environ) -> list[tuple[str, typing.Callable]]:
         from bot.telegram.adapter import TelegramAdapter
 
         duties.append((f"telegram bot {telegram.split(':')[0]}",
-                       lambda: TelegramAdapter(runtime.commands, config.telegram, telegram)))
+                       lambda: TelegramAdapter(runtime.commands, config.telegram, telegram, inbox=runtime.inbox)))
     if discord := secrets.token("DISCORD_TOKEN", environ):
         from bot.discord.adapter import DiscordAdapter
 
         shards = leader.shard_set(config.discord.shard_count, config.discord.shard_ids)
         duties.append((f"discord bot {discord.split('.')[0]} {shards}",
-                       lambda: DiscordAdapter(runtime.commands, config.discord, discord)))
+                       lambda: DiscordAdapter(runtime.commands, config.discord, discord, inbox=runtime.inbox)))
     return duties
 
 

@@ -13,6 +13,11 @@ of the bot's texts continues that text: its buttons name it.
 
 In a group, each command carries its member (bot.chat.members): limited across every topic of the
 group, whose topics share its quota, and an admin if Telegram lists them as one (bot/telegram/admins.py).
+
+Every command and button press is stored in the inbox (bot.chat.inbox) before Telegram is told it
+was received (bot/telegram/receiving.py), runs from there, and is marked done once its reply is
+delivered; at start, before polling, the ones a crash (or the process a standby takes over from)
+left run again.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
 from telegram import (BotCommand, BotCommandScopeAllChatAdministrators, BotCommandScopeAllGroupChats,
-                      InlineKeyboardButton, InlineKeyboardMarkup, Message, Update, User)
+                      InlineKeyboardButton, InlineKeyboardMarkup, Message, Update)
 from telegram.constants import ChatType
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import (AIORateLimiter, Application, ApplicationBuilder, CallbackQueryHandler,
@@ -35,11 +40,13 @@ from telegram.request import HTTPXRequest
 
 from bot.chat import buttons, messages
 from bot.chat.commands import ChatKey, Commands, Written, record
+from bot.chat.inbox import Entry, Inbox
 from bot.chat.members import Member
 from bot.chat.parsing import COMMANDS, Command, parse
 from bot.telegram.admins import Admins
 from bot.telegram.inline import InlineMode
 from bot.telegram.outbox import TOKEN, Outbox, Reply, describe
+from bot.telegram.receiving import StoringQueue
 from config import TelegramSection
 from storage import StorageError
 
@@ -81,15 +88,19 @@ class TelegramOutput:
     the outbox and returns; `delivery` then resolves to how the delivery went."""
 
     def __init__(self, outbox: Outbox, chat_id: int, chat: ChatKey, move_chat: MoveChat | None = None,
-                 started: float | None = None, thread_id: int | None = None, reply_to: int | None = None):
+                 started: float | None = None, thread_id: int | None = None, reply_to: int | None = None,
+                 begun: int | None = None, on_begun: Callable[[int], None] | None = None):
         self.outbox = outbox
         self.chat_id = chat_id
         self.thread_id = thread_id  # a forum topic: the reply goes there
         self.reply_to = reply_to  # the message the reply answers (the one whose button was pressed)
+        self.begun = begun  # a message a killed process began this reply in: it is finished there
+        self.on_begun = on_begun  # told the first message's id when a reply shows before it is complete
         self.chat = chat
         self.move_chat = move_chat
         self.started = time.monotonic() if started is None else started
         self.delivery = None  # an asyncio.Future of the delivery's log fields, once a reply is handed over
+        self._replies: list[Reply] = []
         self._streaming = False
         self._moved_from: ChatKey | None = None  # the chat's key before it became a supergroup
 
@@ -126,8 +137,18 @@ class TelegramOutput:
         reply.on_migrate = self._follow
         reply.thread_id = self.thread_id
         reply.reply_to = self.reply_to
+        if self.begun is not None:  # its text is unknown here: the outbox edits it to the reply's
+            reply.posted = [[self.begun, None]]
+        if self.on_begun is not None:
+            reply.on_posted = lambda message_id: None if reply.complete else self.on_begun(message_id)
         self.delivery = reply.done
+        self._replies.append(reply)
         return reply
+
+    @property
+    def shown(self) -> bool:
+        """Whether any message of the reply is in the chat (for the inbox, at a stop)."""
+        return any(reply.posted for reply in self._replies)
 
     async def _follow(self, new_chat_id: int) -> None:
         """The group became a supergroup: write there from now on, and take the chat's data along."""
@@ -163,13 +184,16 @@ class TelegramAdapter:
     """`await start()`, `await stop()`. For health: `connected`, `last_ok`, and `failed` (set when
     the bot cannot go on: its token was revoked, or another instance keeps polling with it)."""
 
-    def __init__(self, commands: Commands, config: TelegramSection, token: str):
+    def __init__(self, commands: Commands, config: TelegramSection, token: str, inbox: Inbox | None = None):
         if config.mode not in ("polling", "webhook"):
             raise ValueError(f'[telegram] mode must be "polling" or "webhook", not {config.mode!r}')
         if config.mode == "webhook" and not config.webhook_url:
             raise ValueError('[telegram] mode = "webhook" needs webhook_url')
         self.commands = commands
         self.config = config
+        # every command is stored in the inbox before Telegram is told it was received (receiving.py)
+        self.inbox = inbox or Inbox(commands, None, config.max_delivery_s)
+        self._received: dict[int, Entry] = {}  # update_id -> its command, stored, for its handler
         # concurrent_updates: replies to many chats are generated together, in one batch.
         # AIORateLimiter (max_retries=0: a 429 is the outbox's to handle, never slept on inside a
         # request) holds every chat request to the bot-wide and group limits, a safety net under the outbox.
@@ -178,6 +202,7 @@ class TelegramAdapter:
         self.failed: asyncio.Future = asyncio.get_event_loop().create_future()
         self.application: Application = (
             ApplicationBuilder().token(token).base_url(config.base_url).concurrent_updates(True)
+            .update_queue(StoringQueue(self._receive))
             .get_updates_request(_PollingRequest(self._polled, connection_pool_size=1))
             .rate_limiter(AIORateLimiter(max_retries=0)).build())
         self.outbox = Outbox(self.application.bot, stream_after_s=config.stream_after_s,
@@ -226,6 +251,7 @@ class TelegramAdapter:
             raise RuntimeError("Telegram rejected the bot token (TELEGRAM_TOKEN)") from None
         try:
             await self._publish_commands()
+            await self.inbox.replay("telegram", self._handle)  # before any new command
             if self.config.mode == "webhook":
                 await app.updater.start_webhook(
                     listen=self.config.listen, port=self.config.port,
@@ -255,6 +281,7 @@ class TelegramAdapter:
             return max(0.0, deadline - reserve - time.monotonic())
 
         app, self._stopping = self.application, True
+        self.inbox.stopping()  # a reply that goes out in nothing from now on is the next process's
         with contextlib.suppress(TelegramError, asyncio.TimeoutError):  # polling may have ended in an error
             if app.updater is not None and app.updater.running:
                 await asyncio.wait_for(app.updater.stop(), left(STOP_GRACE_S + SHUTDOWN_S))
@@ -268,6 +295,7 @@ class TelegramAdapter:
         await self.outbox.close(grace_s=min(STOP_GRACE_S, left(SHUTDOWN_S)))
         with contextlib.suppress(asyncio.TimeoutError):  # the request lines of what the outbox settled
             await asyncio.wait_for(self.commands.drain(), max(0.1, left(SHUTDOWN_S)))
+        await self.inbox.drain(timeout_s=max(0.1, left(SHUTDOWN_S)))  # the done marks of what went out
         try:
             await asyncio.wait_for(app.shutdown(), max(0.1, left()))
         except (TelegramError, RuntimeError, asyncio.TimeoutError) as exc:  # an updater that would not stop
@@ -275,7 +303,9 @@ class TelegramAdapter:
 
     async def halt(self) -> None:
         """Stop sending at once (this process lost its leadership: bot/process/leader.py): what is
-        queued or in flight is dropped, then the adapter stops."""
+        queued or in flight is dropped, then the adapter stops. Dropped, those commands stay in the
+        inbox, for the process that takes over."""
+        self.inbox.stopping()
         await self.outbox.close(grace_s=0)
         await self.stop()
 
@@ -292,71 +322,119 @@ class TelegramAdapter:
             except TelegramError as exc:  # the bot works without its menu
                 log.warning("setMyCommands failed: %s", describe(exc))
 
-    async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if self.config.mode == "webhook":
-            self.last_ok = time.time()  # a delivery arrived
-        message = update.message
-        command = parse(message.text, context.bot.username)
-        if command is None:
-            return
-        if command.name not in COMMANDS and message.chat.type != ChatType.PRIVATE:
-            return  # in a group, a command we do not know is likely another bot's
-        chat, thread = _chat_of(message)
-        # an anonymous admin writes as the group itself (from GroupAnonymousBot)
-        anonymous = message.sender_chat is not None and message.sender_chat.id == message.chat_id
-        who = self._member(message, message.from_user, anonymous)
-        answered = message.reply_to_message
-        pressed = _pressed(answered, context.bot.id) if command.name in buttons.LABELS else None
-        if pressed is not None and not command.argument:  # /continuar as a reply to one of our texts
-            command = Command(command.name, pressed)
-        out = TelegramOutput(self.outbox, message.chat_id, chat, self.move_chat, thread_id=thread,
-                             reply_to=answered.message_id if pressed is not None else None)
-        await self._handle(chat, command, out, who)
+    async def _receive(self, update: Update) -> bool:
+        """The command an update carries, stored in the inbox (StoringQueue calls it before Telegram
+        learns the update was received); False when Telegram sent it before and it is stored."""
+        try:
+            entry = self._entry(update)
+        except Exception:  # never let one odd update stop the polling: it goes on unstored
+            log.exception("telegram update %s not understood", update.update_id)
+            return True
+        if entry is None:
+            return True
+        (stored,) = await self.inbox.receive([entry])
+        if stored is None:
+            return False
+        self._received[update.update_id] = stored
+        return True
 
-    async def _on_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """A button under one of our texts: answered at once, then run as its command."""
-        query = update.callback_query
-        command = buttons.command(query.data)
-        message = query.message
-        if command is None or not isinstance(message, Message):  # not ours, or a message too old to see
-            await self._answer(query)
-            return
-        if not self.double_taps.first(query.data, message.chat_id, message.message_id):
-            await self._answer(query, messages.PRESSED_TWICE)
-            return
-        await self._answer(query)
+    def _entry(self, update: Update) -> Entry | None:
+        """A text command (`/cervantes@ThisBot ...` in groups) or a button press, as the inbox keeps
+        it: where to answer, and who sent it in a group (an anonymous admin writes as the group
+        itself, from GroupAnonymousBot)."""
+        bot = self.application.bot
+        anonymous = False
+        if (query := update.callback_query) is not None:  # a button under one of our texts
+            command, message = buttons.command(query.data), query.message
+            if command is None or not isinstance(message, Message):  # not ours, or a message too old to see
+                return None
+            user = query.from_user
+            reply_to = message.message_id
+        else:
+            message = update.message
+            if message is None or message.text is None:
+                return None
+            command = parse(message.text, bot.username)
+            if command is None:
+                return None
+            if command.name not in COMMANDS and message.chat.type != ChatType.PRIVATE:
+                return None  # in a group, a command we do not know is likely another bot's
+            anonymous = message.sender_chat is not None and message.sender_chat.id == message.chat_id
+            user = message.from_user
+            answered = message.reply_to_message
+            pressed = _pressed(answered, bot.id) if command.name in buttons.LABELS else None
+            if pressed is not None and not command.argument:  # /continuar as a reply to one of our texts
+                command = Command(command.name, pressed)
+            reply_to = answered.message_id if pressed is not None else None
         chat, thread = _chat_of(message)
-        out = TelegramOutput(self.outbox, message.chat_id, chat, self.move_chat, thread_id=thread,
-                             reply_to=message.message_id)
-        await self._handle(chat, command, out, self._member(message, query.from_user))
+        member = None
+        if message.chat.type != ChatType.PRIVATE:
+            member = str(user.id if user is not None else message.sender_chat.id if message.sender_chat else 0)
+        answer = {"chat_id": message.chat_id, "thread_id": thread, "reply_to": reply_to}
+        if anonymous:
+            answer["anonymous"] = True
+        return Entry(chat, command.name, command.argument, member, time.time(), answer,
+                     update_key=f"{bot.id}:{update.update_id}")
 
-    def _member(self, message: Message, user: User | None, anonymous: bool = False) -> Member | None:
+    def _output(self, entry: Entry) -> TelegramOutput:
+        """Where the command's reply goes; its delivery time counts from when it was received."""
+        answer = entry.answer
+        started = time.monotonic() - max(0.0, time.time() - entry.received_at)
+        return TelegramOutput(self.outbox, answer["chat_id"], entry.chat, self.move_chat, started=started,
+                              thread_id=answer.get("thread_id"), reply_to=answer.get("reply_to"),
+                              begun=answer.get("begun"),
+                              on_begun=lambda m: self.inbox.answering(entry, {**answer, "begun": m}))
+
+    def _member(self, entry: Entry) -> Member | None:
         """Who wrote or pressed in a group (None in a private chat): limited across every topic of
         the group, which share its quota too, and an admin if Telegram lists them as one."""
-        if message.chat.type == ChatType.PRIVATE:
+        if entry.member is None:
             return None
-        chat_id = message.chat_id
-        user_id = user.id if user is not None else message.sender_chat.id if message.sender_chat else 0
+        chat_id, user_id, anonymous = entry.answer["chat_id"], int(entry.member), entry.answer.get("anonymous", False)
 
         async def is_admin() -> bool:
             return anonymous or await self.admins.is_admin(chat_id, user_id)
 
-        return Member(str(user_id), ("telegram", chat_id), is_admin, room=ChatKey("telegram", str(chat_id)))
+        return Member(entry.member, ("telegram", chat_id), is_admin, room=ChatKey("telegram", str(chat_id)))
+
+    async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if self.config.mode == "webhook":
+            self.last_ok = time.time()  # a delivery arrived
+        entry = self._received.pop(update.update_id, None)
+        if entry is not None:
+            await self._handle(entry)
+
+    async def _on_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A button under one of our texts: answered at once, then run as its command."""
+        query = update.callback_query
+        entry = self._received.pop(update.update_id, None)
+        if entry is None:  # not ours, or a message too old to see
+            await self._answer(query)
+            return
+        message = query.message
+        if not self.double_taps.first(query.data, message.chat_id, message.message_id):
+            await self._answer(query, messages.PRESSED_TWICE)
+            self.inbox.refused(entry)
+            return
+        await self._answer(query)
+        await self._handle(entry)
 
     async def _on_member(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Someone's status changed in a chat (a promotion, a demotion, the bot's own): its admins
         are asked again at the next change of settings there."""
         self.admins.forget(update.effective_chat.id)
 
-    async def _handle(self, chat: ChatKey, command: Command, out: TelegramOutput, member: Member | None) -> None:
-        """Run a command; one cut by a stop is logged and counted as `stopping`."""
+    async def _handle(self, entry: Entry) -> None:
+        """Run a stored command, just received or left by a crash; one cut by a stop is logged and
+        counted as `stopping` (and stays in the inbox if nothing of it went out)."""
         task = asyncio.current_task()
         self._handling.add(task)
         try:
-            await self.commands.run(chat, command, out, member)
+            await self.inbox.run(entry, self._output(entry), self._member(entry))
         except asyncio.CancelledError:
             if self._stopping:
-                record({"platform": chat.platform, "chat": chat.tag, "command": command.name, "outcome": "stopping"})
+                chat = entry.chat
+                record({"platform": chat.platform, "chat": chat.tag, "command": entry.command, "outcome": "stopping"})
             raise
         finally:
             self._handling.discard(task)

@@ -179,6 +179,7 @@ class Reply:
         self.damaged = False  # a message of it could not be edited to its final text
         self.cut = False  # its writing was cut short by a stop
         self.on_migrate: Migrated | None = None
+        self.on_posted: Callable[[int], None] | None = None  # its first message's id, once Telegram took it
         self.thread_id: int | None = None  # the forum topic it answers in
         self.reply_to: int | None = None  # the message its first message answers (a button's)
         self.markup: InlineKeyboardMarkup | None = None  # buttons under the final text; set before finish()
@@ -426,6 +427,8 @@ class Outbox:
                 message = await bot.send_message(chat.chat_id, request.text, **self._topic(reply), **buttons,
                                                  **answering)
                 reply.posted.append([message.message_id, request.text])
+                if request.part == 0 and reply.on_posted is not None:
+                    reply.on_posted(message.message_id)
             elif request.action == "edit":
                 await bot.edit_message_text(request.text, chat_id=chat.chat_id,
                                             message_id=reply.posted[request.part][0], **buttons)

@@ -21,6 +21,9 @@ from bot.discord.adapter import MAX_CHARS, DiscordAdapter, split
 from bot.process.runtime import open_runtime
 from bot.chat.parsing import format_number
 from config import ChatSection, Config
+from storage import ChatKey, Storage
+from storage.inbox import Entry
+from storage.inbox import Inbox as Store
 
 LENGTH = 60  # characters a reply adds to its seed
 SLASH = ("cervantes", "continuar", "temperatura", "longitud", "olvidar", "ajustes", "ayuda")
@@ -90,7 +93,7 @@ def config(model_dir, edit_interval_s, discord_options, chat_options, storage_op
 @pytest.fixture
 async def env(config):
     async with open_runtime(config) as runtime:
-        adapter = DiscordAdapter(runtime.commands, config.discord, token="never used by simcord")
+        adapter = DiscordAdapter(runtime.commands, config.discord, token="never used by simcord", inbox=runtime.inbox)
         # shard_count 0 asks Discord for its recommendation, which simcord does not model: one shard,
         # what Discord recommends below 1,000 servers
         env = simcord.Env(adapter.client, settle_timeout=30,  # the first generation compiles
@@ -402,7 +405,8 @@ async def test_buttons_work_after_a_restart(config):
     and writes exactly what it wrote before. simcord keeps Discord's side (its messages and their
     buttons) across env.restart_bot; everything of the bot's is new."""
     def new_client(runtime):
-        return DiscordAdapter(runtime.commands, config.discord, token="never used by simcord").client
+        return DiscordAdapter(runtime.commands, config.discord, token="never used by simcord",
+                              inbox=runtime.inbox).client
 
     env = None
     try:
@@ -422,6 +426,51 @@ async def test_buttons_work_after_a_restart(config):
             assert after.id != before.id and after.reference.message_id == old.id
             assert len(after.content) == LENGTH and after.content == before.content
             assert reply_id(after) not in (reply_id(old), reply_id(before))
+    finally:
+        if env is not None:
+            await env.shutdown()
+    env.raise_errors()
+
+
+async def test_commands_left_by_a_crash_are_answered_in_their_channel_after_a_restart(config):
+    """What a killed bot left in the inbox: a slash command (its interaction token was never stored),
+    a prefix command, and a change of settings from a member who could not make it. The restarted bot
+    answers them, in order, with channel messages, and the change as it would have then."""
+    def new_client(runtime):
+        return DiscordAdapter(runtime.commands, config.discord, token="never used by simcord",
+                              inbox=runtime.inbox).client
+
+    env = None
+    try:
+        async with open_runtime(config) as runtime:
+            env = simcord.Env(new_client(runtime), settle_timeout=30, shard_count=1)
+            await env.start()
+            guild = env.create_guild()
+            managers = guild.create_role("gestores", permissions=discord.Permissions(manage_guild=True))
+            channel = guild.create_text_channel("general")
+            alice = guild.add_member(env.create_user("alice"), roles=[managers])
+            await alice.send(channel, "!longitud 70")
+            asked = await alice.send(channel, "!temperatura 1,5")  # answered again below, as if never
+            await env.bot.adapter.stop()
+        before = len(bot_messages(env, channel))
+        key = ChatKey("discord", str(channel.id))
+        async with await Storage.open(config.storage.path) as storage:
+            await Store(storage).add([
+                Entry(key, "cervantes", "Sancho", str(alice.id), time.time() - 3, {"channel_id": channel.id}),
+                Entry(key, "temperatura", "", str(alice.id), time.time() - 2,
+                      {"channel_id": channel.id, "reply_to": asked.id}),
+                # sent before she became a manager: the verdict that came with it holds
+                Entry(key, "longitud", "90", str(alice.id), time.time() - 1,
+                      {"channel_id": channel.id, "guild_id": guild.id, "admin": False})])
+        async with open_runtime(config) as runtime:
+            await env.restart_bot(new_client(runtime))
+            await env.settle()
+            written, temperature, refused = bot_messages(env, channel)[before:]
+            assert written.content.startswith("Sancho") and len(written.content) == len("Sancho") + 70
+            assert written.reference is None and reply_id(written)  # a channel message, with its buttons
+            assert "1,5" in temperature.content and temperature.reference.message_id == asked.id
+            assert refused.content == messages.ONLY_ADMINS
+            assert await runtime.inbox.store.pending("discord", since=0) == []
     finally:
         if env is not None:
             await env.shutdown()
@@ -716,7 +765,6 @@ async def test_a_stop_under_load_keeps_its_budget_and_counts_the_commands_it_cut
     import logging
     import time
 
-    from bot.chat.parsing import Command
     from bot.process import serve
     from recorder import Recorder
 
@@ -725,7 +773,9 @@ async def test_a_stop_under_load_keeps_its_budget_and_counts_the_commands_it_cut
                                  chat=dataclasses.replace(config.chat, length=2500))
     async with open_runtime(config) as runtime:
         adapter = DiscordAdapter(runtime.commands, config.discord, token="never used")
-        runs = [asyncio.create_task(adapter._run(7000 + i, Command("cervantes", "Sancho dijo"), Recorder(), None))
+        runs = [asyncio.create_task(adapter._run(
+                    Entry(ChatKey("discord", str(7000 + i)), "cervantes", "Sancho dijo", None, time.time()),
+                    Recorder(), None))
                 for i in range(10)]
         await asyncio.sleep(1.0)
         began = time.monotonic()

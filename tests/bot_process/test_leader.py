@@ -161,6 +161,46 @@ async def test_a_standby_takes_over_from_a_kill_9_in_the_middle_of_a_burst(pair,
     assert pair.standby() is old
 
 
+async def test_a_takeover_answers_every_command_the_killed_leader_had_received(pair, users):
+    """Issue 21's goal for PostgreSQL: kill -9 in the middle of a burst of 50 chats, and every command
+    answered exactly once. The kill comes while replies are on their way: the emulator holds the
+    bot's sends (POST /hold), so at the kill some commands are stored and not run, some replies wait
+    in the outbox and some are in a request that never reaches Telegram; the new leader runs them
+    again from the inbox before it takes new ones (Telegram has been told they were received)."""
+    await pair.ready()
+    old, new = pair.active(), pair.standby()
+    chats = list(range(5501, 5551))
+    began = time.time()
+    sent = await burst(users, chats, 400, 4, 0.0)  # 200 replies: 7 s at Telegram's 30 messages a second
+
+    async def answered() -> int:
+        return sum([len(await answers(users, chat)) for chat in chats])
+
+    deadline = time.monotonic() + 60
+    while len(await sends_after(users, began)) < 20:  # in the middle of it (one look, not 50)
+        assert time.monotonic() < deadline, "the active replica never answered the burst"
+        await asyncio.sleep(0.05)
+    await users.hold()  # replies on their way stay on their way
+    try:
+        await asyncio.sleep(1.0)  # those Telegram took before the hold are marked done meanwhile
+        old.kill()
+        # the emulator sees the killed replica's connections close: its held requests never arrive
+        # (let go at once, one of them could still be carried out: a reply the dead process never
+        # knew was posted, which the new leader would then post again)
+        await asyncio.sleep(1.0)
+    finally:
+        await users.hold(False)
+    before = await answered()
+    assert before < len(chats) * len(sent), "the kill came after the burst: nothing to recover"
+    for chat in chats:
+        await wait_until_answered(users, chat, sent, timeout=90)
+    await asyncio.sleep(2.0)  # a duplicate would come now
+    for chat in chats:
+        assert await answers(users, chat) == sent, f"chat {chat}: {await answers(users, chat)}"
+    assert new.role() == "active" and "running again" in new.log()  # from the inbox, not from Telegram
+    await pair.restart(old)
+
+
 async def wait_until_answered(peer: Peer, chat: int, numbers: list[int], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not set(numbers) <= set(await answers(peer, chat)):

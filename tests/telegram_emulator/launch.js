@@ -23,6 +23,11 @@
 //                                              ban of `seconds` (as if other bots' traffic filled it)
 //   POST /floodStats {token}                   what flood mode counted: requests, refused by scope,
 //                                              sent_into_pending, longest ban
+//   POST /hold {token, on}                     while on, that bot's requests that write to a chat
+//                                              (FLOOD_METHODS) wait unanswered; off lets them in
+//   POST /unconfirmed {token}                  the update_ids the bot has not confirmed yet (getUpdates
+//                                              confirms an update only when a later call passes an
+//                                              offset higher than its update_id)
 //   POST /press {token, chat_id, message_id, data, user_id}
 //                                              a user taps the inline button with that callback_data
 //                                              on that bot message: a callback_query update; its id
@@ -166,6 +171,7 @@ const failures = []; // {token, method, error_code, description, parameters, tim
 const commands = {}; // token -> scope type (default, all_group_chats, ...) -> BotCommand[]
 const members = {}; // token -> chat id -> user id -> {status, user}
 const ADMIN = new Set(['creator', 'administrator']);
+const held = {}; // token -> [release, ...]: requests waiting while /hold is on for that bot
 
 // Form fields arrive as strings; structured ones (commands, reply_markup) as JSON strings.
 function param(body, name) {
@@ -288,6 +294,18 @@ function patchedRoutes(app, server) {
     f.stats.longest_ban_s = Math.max(f.stats.longest_ban_s, retryAfter);
     return retryAfter;
   }
+
+  // A request on its way (POST /hold): the Bot API carries out a method when its request arrives
+  // ("Making requests": each call is one HTTPS request, answered with its result), so a request
+  // that never gets through does nothing. Held requests are let in when the hold ends; one whose
+  // connection closed meanwhile (the bot was killed) never arrived, and nothing is posted.
+  app.all('/bot:token/:method', (req, res, next) => {
+    const { token, method } = req.params;
+    if (!held[token] || !FLOOD_METHODS.has(method)) { next(); return; }
+    let gone = false;
+    res.on('close', () => { gone = true; });
+    held[token].push(() => { if (!gone) next(); });
+  });
 
   // Every bot call: record it, then fail it if the test asked for that, or if flood mode refuses it.
   app.all('/bot:token/:method', (req, res, next) => {
@@ -581,6 +599,20 @@ function patchedRoutes(app, server) {
     const key = String(req.body.chat_id);
     const chat = f.chats[key] || (f.chats[key] = { tokens: CHAT_BURST, at: Date.now(), ban: 0, sent: [] });
     chat.storm = { seconds: Number(req.body.seconds), times: Number(req.body.times || 1) };
+    res.json({ ok: true, result: true });
+  });
+
+  // The Bot API's getUpdates: "An update is considered confirmed as soon as getUpdates is called
+  // with an offset higher than its update_id"; until then Telegram keeps it and sends it again.
+  app.post('/unconfirmed', (req, res) => res.json({ ok: true, result: server.storage.userMessages
+    .filter((u) => u.botToken === req.body.token).map((u) => u.updateId) }));
+
+  app.post('/hold', (req, res) => {
+    const { token } = req.body;
+    const on = req.body.on === true || req.body.on === 'true';
+    const waiting = held[token] || [];
+    if (on) held[token] = waiting;
+    else { delete held[token]; for (const release of waiting) release(); }
     res.json({ ok: true, result: true });
   });
 

@@ -167,6 +167,15 @@ class Peer:
         """Flood-limit mode for this bot (see launch.js): Telegram's limits enforced with 429s."""
         (await self.http.post("/flood", json={"token": self.token, "on": on})).raise_for_status()
 
+    async def hold(self, on: bool = True) -> None:
+        """While on, the bot's requests that write to a chat wait unanswered (see launch.js); off lets
+        them through, but those of a bot killed meanwhile never arrive."""
+        (await self.http.post("/hold", json={"token": self.token, "on": on})).raise_for_status()
+
+    async def unconfirmed(self) -> list[int]:
+        """The update_ids Telegram still holds for the bot: no getUpdates has confirmed them yet."""
+        return (await self.http.post("/unconfirmed", json={"token": self.token})).json()["result"]
+
     async def flood_storm(self, chat_id: int, seconds: int, times: int) -> None:
         (await self.http.post("/floodStorm", json={"token": self.token, "chat_id": chat_id,
                                                    "seconds": seconds, "times": times})).raise_for_status()
@@ -206,7 +215,7 @@ class Peer:
 async def running_bot(config: Config, token: str):
     """The bot as `cervantes serve` runs it: runtime first, then the adapter; stopped in reverse."""
     async with open_runtime(config) as runtime:
-        adapter = TelegramAdapter(runtime.commands, config.telegram, token)
+        adapter = TelegramAdapter(runtime.commands, config.telegram, token, inbox=runtime.inbox)
         await adapter.start()
         try:
             yield adapter
