@@ -176,7 +176,10 @@ class GenerationService:
         self.request_timeout_s = request_timeout_s
         self.max_seed_chars, self.strip_accents = max_seed_chars, strip_accents
         self._prime_time = max(1, max_seed_chars)  # the time axis of every prime call: one shape
-        self._lone_steps = LONE_CHUNKS * chunk_steps
+        self.lone_steps = LONE_CHUNKS * chunk_steps  # one call's characters for a row alone, nobody waiting
+        self._sizes = [1]  # the batch sizes of every model call: powers of two up to max_batch's
+        while self._sizes[-1] < max_batch:
+            self._sizes.append(self._sizes[-1] * 2)
         self.top_k, self.top_p, self.words, self.heartbeat_s = top_k, top_p, words, heartbeat_s
         self.progress_at: float | None = None  # wall time of the worker's last chunk or idle heartbeat
         self._waiting: deque[_Row] = deque()  # bounded by queue_size in _submit
@@ -225,25 +228,13 @@ class GenerationService:
         """Started and not ended: the worker task ends only by close() or an error it could not catch."""
         return self._worker is not None and not self._worker.done()
 
-    def _sizes(self) -> list[int]:
-        """Powers of two up to the first that holds max_batch rows."""
-        sizes = [1]
-        while sizes[-1] < self.max_batch:
-            sizes.append(sizes[-1] * 2)
-        return sizes
-
-    @property
-    def lone_steps(self) -> int:
-        """Characters in one call for a row alone with nobody waiting (LONE_CHUNKS chunks)."""
-        return self._lone_steps
-
     def shapes(self) -> list[tuple[str, int, int]]:
         """Every model call the worker makes, as (kind, rows, steps), one XLA program each: a prime
         of max_seed_chars and a chunk of chunk_steps per power of two rows (8 rows run as 8, not
         16), and the long chunk of a lone row."""
-        return ([("prime", rows, self._prime_time) for rows in self._sizes()]
-                + [("sample", rows, self.chunk_steps) for rows in self._sizes()]
-                + [("sample", 1, self._lone_steps)])
+        return ([("prime", rows, self._prime_time) for rows in self._sizes]
+                + [("sample", rows, self.chunk_steps) for rows in self._sizes]
+                + [("sample", 1, self.lone_steps)])
 
     async def warm(self) -> None:
         """Compile every shape the worker can use now, rather than in some user's reply (each takes
@@ -384,7 +375,7 @@ class GenerationService:
         fresh = [row for row in rows if row.seed_ids is not None]
         if fresh:
             states, last = await self._in_thread(_prime_padded, self.sampler, [r.seed_ids for r in fresh],
-                                                 self._prime_time, _bucket(len(fresh), self._sizes()))
+                                                 self._prime_time, _bucket(len(fresh), self._sizes))
             for i, row in enumerate(fresh):
                 row.state, row.last = states[i], int(last[i])
         self._active.extend(rows)
@@ -394,8 +385,8 @@ class GenerationService:
         if not self._active:
             return
         # always one of two lengths: rows that need fewer stop inside the call (few shapes)
-        lone = len(self._active) == 1 and not self._waiting and self._active[0].remaining >= self._lone_steps
-        steps = self._lone_steps if lone else self.chunk_steps
+        lone = len(self._active) == 1 and not self._waiting and self._active[0].remaining >= self.lone_steps
+        steps = self.lone_steps if lone else self.chunk_steps
         for row in self._active:
             row.batch_size = max(row.batch_size, len(self._active))
         # the sampler takes one top_k and top_p per call: one call per distinct pair (usually one)
@@ -417,7 +408,7 @@ class GenerationService:
             np.array([r.temperature for r in rows], np.float32),
             np.array([_stream_key(r.random_seed) for r in rows], np.int64),
             np.array([r.position for r in rows], np.int32), steps, top_k, top_p,
-            np.array([min(r.remaining, steps) for r in rows], np.int32), _bucket(len(rows), self._sizes()))
+            np.array([min(r.remaining, steps) for r in rows], np.int32), _bucket(len(rows), self._sizes))
         for i, row in enumerate(rows):
             taken = min(row.remaining, steps)
             row.state, row.last, row.word = states[i], int(last[i]), int(words[i])

@@ -400,18 +400,20 @@ async def test_a_press_in_a_direct_message_is_answered_there(env, alice):
     assert len(went_on.content) == LENGTH and reply_id(went_on) != reply_id(first.response)
 
 
+def new_client(runtime, config):
+    """A new Discord client over `runtime`, for a bot that restarts (its inbox included)."""
+    return DiscordAdapter(runtime.commands, config.discord, token="never used by simcord",
+                          inbox=runtime.inbox).client
+
+
 async def test_buttons_work_after_a_restart(config):
     """A new runtime over the same database and a new client: an old message's button still works,
     and writes exactly what it wrote before. simcord keeps Discord's side (its messages and their
     buttons) across env.restart_bot; everything of the bot's is new."""
-    def new_client(runtime):
-        return DiscordAdapter(runtime.commands, config.discord, token="never used by simcord",
-                              inbox=runtime.inbox).client
-
     env = None
     try:
         async with open_runtime(config) as runtime:
-            env = simcord.Env(new_client(runtime), settle_timeout=30, shard_count=1)
+            env = simcord.Env(new_client(runtime, config), settle_timeout=30, shard_count=1)
             await env.start()
             guild = env.create_guild()
             channel, alice = guild.create_text_channel("general"), guild.add_member(env.create_user("alice"))
@@ -420,7 +422,7 @@ async def test_buttons_work_after_a_restart(config):
             await env.bot.adapter.stop()
         old, before = bot_messages(env, channel)
         async with open_runtime(config) as runtime:
-            await env.restart_bot(new_client(runtime))
+            await env.restart_bot(new_client(runtime, config))
             await alice.click(old, label="Continuar")
             after = bot_messages(env, channel)[-1]
             assert after.id != before.id and after.reference.message_id == old.id
@@ -436,14 +438,10 @@ async def test_commands_left_by_a_crash_are_answered_in_their_channel_after_a_re
     """What a killed bot left in the inbox: a slash command (its interaction token was never stored),
     a prefix command, and a change of settings from a member who could not make it. The restarted bot
     answers them, in order, with channel messages, and the change as it would have then."""
-    def new_client(runtime):
-        return DiscordAdapter(runtime.commands, config.discord, token="never used by simcord",
-                              inbox=runtime.inbox).client
-
     env = None
     try:
         async with open_runtime(config) as runtime:
-            env = simcord.Env(new_client(runtime), settle_timeout=30, shard_count=1)
+            env = simcord.Env(new_client(runtime, config), settle_timeout=30, shard_count=1)
             await env.start()
             guild = env.create_guild()
             managers = guild.create_role("gestores", permissions=discord.Permissions(manage_guild=True))
@@ -463,7 +461,7 @@ async def test_commands_left_by_a_crash_are_answered_in_their_channel_after_a_re
                 Entry(key, "longitud", "90", str(alice.id), time.time() - 1,
                       {"channel_id": channel.id, "guild_id": guild.id, "admin": False})])
         async with open_runtime(config) as runtime:
-            await env.restart_bot(new_client(runtime))
+            await env.restart_bot(new_client(runtime, config))
             await env.settle()
             written, temperature, refused = bot_messages(env, channel)[before:]
             assert written.content.startswith("Sancho") and len(written.content) == len("Sancho") + 70

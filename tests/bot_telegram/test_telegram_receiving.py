@@ -27,17 +27,24 @@ def config_for(emulator, tiny_model_dir, tmp_path):
     return bot_config(emulator, tiny_model_dir, tmp_path, ChatSection(length=LENGTH, rate_limit_per_minute=0))
 
 
-async def test_an_update_stays_unconfirmed_until_its_command_is_stored(
-        emulator, tiny_model_dir, tmp_path, token, peer, monkeypatch):
+def slow_disk(monkeypatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """The inbox's store held: `storing` is set once a command is being stored, which then waits
+    for `release`."""
     storing, release = asyncio.Event(), asyncio.Event()
     receive = Inbox.receive
 
-    async def slow_disk(self, entries):
+    async def held(self, entries):
         storing.set()
         await release.wait()
         return await receive(self, entries)
 
-    monkeypatch.setattr(Inbox, "receive", slow_disk)
+    monkeypatch.setattr(Inbox, "receive", held)
+    return storing, release
+
+
+async def test_an_update_stays_unconfirmed_until_its_command_is_stored(
+        emulator, tiny_model_dir, tmp_path, token, peer, monkeypatch):
+    storing, release = slow_disk(monkeypatch)
     async with running_bot(config_for(emulator, tiny_model_dir, tmp_path), token) as bot:
         await peer.say("/ayuda")
         await asyncio.wait_for(storing.wait(), 15)
@@ -122,15 +129,7 @@ async def test_a_webhook_delivery_is_answered_only_once_its_command_is_stored(
         emulator, tiny_model_dir, tmp_path, token, peer, monkeypatch):
     """Telegram, in webhook mode, sends an update until a delivery is answered 2xx."""
     pytest.importorskip("tornado", reason="webhook mode needs python-telegram-bot[webhooks] (tornado)")
-    storing, release = asyncio.Event(), asyncio.Event()
-    receive = Inbox.receive
-
-    async def slow_disk(self, entries):
-        storing.set()
-        await release.wait()
-        return await receive(self, entries)
-
-    monkeypatch.setattr(Inbox, "receive", slow_disk)
+    storing, release = slow_disk(monkeypatch)
     monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "secreto-de-prueba")
     port = free_port()
     config = config_for(emulator, tiny_model_dir, tmp_path)
