@@ -108,9 +108,10 @@ class Sampler:
             tf.TensorSpec([None, u], tf.float32)])
         self._sample = tf.function(self._sample_impl, jit_compile=True, input_signature=[
             tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, u], tf.float32), tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int64),
-            tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
-            tf.TensorSpec([], tf.float32), tf.TensorSpec([None], tf.int32)])
+            tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32),
+            tf.TensorSpec([None], tf.int32)])
 
     def _cell(self, ids, h, hr):
         """One GRU step (Keras GRU, reset_after): ids [batch], h [batch, units] and its recurrent
@@ -136,27 +137,36 @@ class Sampler:
             t += 1
         return h
 
-    def _sample_impl(self, last, h, words, temperatures, seeds, positions, steps, top_k, top_p, steps_left):
-        # steps_left [batch]: a row stops after its own count (its state and last id stay those
-        # after its last character); the call always runs `steps`, so its shape never depends on
-        # how much a row still has to write, and XLA compiles one program per batch size.
-        # words [batch]: each row's word state after `last` (lexicon.py).
-        out = tf.TensorArray(tf.int32, size=steps)
+    def _sample_impl(self, last, h, words, temperatures, seeds, positions, forced, forced_len, capacity,
+                     steps, top_k, top_p, steps_left):
+        # Each row first reads its forced ids (the rest of a seed: forced [batch, width], right-padded,
+        # forced_len [batch]), then samples up to steps_left [batch] characters; the loop runs `steps`
+        # times, and a row whose own count ends sooner keeps its state, last id and word state from
+        # then on. The shapes are the batch, the forced width and the output's `capacity` (>= steps):
+        # `steps` is only a loop bound, so any chunk length runs in the same compiled program.
+        # words [batch]: each row's word state after its seed or `last` (lexicon.py).
+        out = tf.TensorArray(tf.int32, size=capacity)
         split = [3 * self.units, self.vocab_size]
+        last_column = tf.shape(forced)[1] - 1
         hr = self._recurrent(h)
-        for t in tf.range(steps):
-            going = (t < steps_left)[:, None]
+        t = tf.constant(0)
+        while t < steps:
+            forcing = t < forced_len
+            going = t < forced_len + steps_left
+            writing = tf.logical_and(going, tf.logical_not(forcing))
             h_next = self._cell(last, h, hr)
             hr_next, logits = tf.split(h_next @ self.both_kernels, split, axis=-1)
             after = tf.gather(self.word_table, words)  # [batch, vocab]: the word state after each id
             logits = tf.where(after >= 0, logits + self.out_bias, -1e9)  # before top-k and top-p
-            chosen = choose(logits, temperatures, seeds, positions + t, top_k, top_p)
-            h = tf.where(going, h_next, h)
-            hr = tf.where(going, hr_next + self.recurrent_bias, hr)
-            last = tf.where(going[:, 0], chosen, last)
-            words = tf.where(going[:, 0], tf.gather(after, chosen, batch_dims=1), words)
+            chosen = choose(logits, temperatures, seeds, positions + t - forced_len, top_k, top_p)
+            fed = tf.where(forcing, tf.gather(forced, tf.minimum(t, last_column), axis=1), chosen)
+            h = tf.where(going[:, None], h_next, h)
+            hr = tf.where(going[:, None], hr_next + self.recurrent_bias, hr)
+            last = tf.where(going, fed, last)
+            words = tf.where(writing, tf.gather(after, chosen, batch_dims=1), words)
             out = out.write(t, chosen)
-        return tf.transpose(out.stack()), h, last, words  # ids [batch, steps]
+            t += 1
+        return tf.transpose(out.stack()), h, last, words  # ids [batch, capacity]: row i's from forced_len[i]
 
     # numpy in, numpy out -------------------------------------------------------------------------
 
@@ -191,23 +201,39 @@ class Sampler:
         return h, np.array([s[-1] for s in seeds_ids], np.int32)
 
     def sample(self, last, states, temperatures, steps: int, seeds=None, positions=None, top_k: int = 0,
-               top_p: float = 1.0, steps_left=None, words=None):
-        """Sample `steps` ids per row (row i stops after steps_left[i]: its ids past that are
-        meaningless, its state, last id and word state are those after its own last step);
-        `words`: the rows' word states (word_states; None: all free).
-        Returns (ids [batch, steps], states, last ids, word states)."""
+               top_p: float = 1.0, steps_left=None, words=None, forced=None, forced_width: int = 1,
+               capacity: int | None = None):
+        """Run `steps` steps over every row. Row i first reads forced[i] (ids to feed after `last`
+        before sampling: the rest of a seed; None: none), then samples up to steps_left[i] ids (its
+        state, last id and word state are those after its own last step); `words`: the rows' word
+        states (word_states; None: all free). `forced_width` and `capacity` (>= steps) fix the
+        compiled program's shapes, so that one program serves any steps up to capacity.
+        Returns (ids [batch, steps], states, last ids, word states): row i's sampled ids first, at
+        most steps - len(forced[i]) of them; the columns past a row's own count are meaningless."""
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], not {top_p}")
+        capacity = steps if capacity is None else capacity
+        if not 0 < steps <= capacity:
+            raise ValueError(f"steps must be in 1..capacity ({capacity}), not {steps}")
         batch = len(last)
         seeds = np.array([secrets.randbits(63) for _ in range(batch)] if seeds is None else seeds, np.int64)
         positions = np.zeros(batch, np.int32) if positions is None else np.asarray(positions, np.int32)
         words = np.full(batch, lex.OFF, np.int32) if words is None else np.asarray(words, np.int32)
+        forced = [()] * batch if forced is None else forced
+        forced_len = np.array([len(f) for f in forced], np.int32)
+        padded = np.zeros([batch, max(1, forced_width, int(forced_len.max(initial=0)))], np.int32)
+        for i, f in enumerate(forced):
+            padded[i, : len(f)] = f
+        steps_left = np.full(batch, steps, np.int32) if steps_left is None else np.asarray(steps_left, np.int32)
         ids, h, last, words = self._sample(
             np.asarray(last, np.int32), np.asarray(states, np.float32), words,
-            np.asarray(temperatures, np.float32), seeds, positions, np.int32(steps), np.int32(top_k),
-            np.float32(top_p), np.full(batch, steps, np.int32) if steps_left is None
-            else np.minimum(np.asarray(steps_left, np.int32), steps))
-        return ids.numpy(), h.numpy(), last.numpy(), words.numpy()
+            np.asarray(temperatures, np.float32), seeds, positions, padded, forced_len, np.int32(capacity),
+            np.int32(steps), np.int32(top_k), np.float32(top_p), np.minimum(steps_left, steps))
+        ids = ids.numpy()
+        if forced_len.any():  # row i's sampled ids begin at column forced_len[i]
+            columns = np.minimum(np.arange(steps)[None, :] + forced_len[:, None], capacity - 1)
+            ids = np.take_along_axis(ids, columns, axis=1)
+        return ids[:, :steps], h.numpy(), last.numpy(), words.numpy()
 
 
 @dataclass

@@ -1,11 +1,14 @@
 """The generation service: one worker batches every chat's requests over one shared Sampler.
 
-Requests wait in one bounded queue. The worker runs the model in chunks of `chunk_steps` characters
-over every active row (LONE_CHUNKS times longer for a row alone with nobody waiting); at each chunk
-boundary finished, cancelled and expired rows leave and waiting requests join (continuous batching),
-so a short request never waits for a long one. XLA compiles one program per shape, so the shapes
-are few and fixed (`shapes`), and `warm` compiles them all before the first request.
-Only prime and sample run in the worker thread; seed cleaning, text to ids and ids to text happen
+Requests wait in one bounded queue. The worker runs the model in chunks over every active row: a
+joining row first reads its seed inside the chunk (no call of its own), then samples. A chunk is
+`chunk_steps` steps while requests wait, and longer while nobody does (up to MAX_CHUNKS times,
+fewer the more rows run, so that a chunk never takes much longer than a full batch's ordinary one);
+at each chunk boundary finished, cancelled and expired rows leave and waiting requests join
+(continuous batching), so a short request never waits for a long one. XLA compiles one program per
+shape; a chunk's length is not one, so there is one program per batch size (`shapes`), and `warm`
+compiles them all before the first request.
+Only the model calls run in the worker thread; seed cleaning, text to ids and ids to text happen
 in each request's own coroutine. The worker notes the time at every chunk, and every heartbeat_s
 while idle (`progress_at`): a worker that is gone or stuck shows (`cervantes health`).
 """
@@ -34,7 +37,7 @@ from model.vocab import Vocab
 log = logging.getLogger(__name__)
 
 _END = object()  # follows a row's last chunk: its future is done
-LONE_CHUNKS = 5  # a row alone, with nobody waiting, runs chunks this many times chunk_steps: fewer calls
+MAX_CHUNKS = 5  # while nobody waits, a call runs up to this many times chunk_steps: fewer calls
 
 
 class Busy(Exception):
@@ -66,8 +69,8 @@ class Stats:
 
 @dataclass(eq=False)
 class _Row:
-    seed_ids: np.ndarray | None  # [chars] to prime; None for a continuation
-    state: np.ndarray | None  # [units]; set by prime for a seed
+    pending: np.ndarray  # ids to read after `last` before sampling: the rest of a seed
+    state: np.ndarray  # [units]: zeros for a seed
     last: int  # id of the character to feed next
     temperature: float
     length: int
@@ -175,8 +178,8 @@ class GenerationService:
         self.max_wait_s = max_wait_ms / 1000
         self.request_timeout_s = request_timeout_s
         self.max_seed_chars, self.strip_accents = max_seed_chars, strip_accents
-        self._prime_time = max(1, max_seed_chars)  # the time axis of every prime call: one shape
-        self.lone_steps = LONE_CHUNKS * chunk_steps  # one call's characters for a row alone, nobody waiting
+        self._forced_width = max(1, max_seed_chars - 1)  # the widest seed's rest: one shape
+        self.max_steps = MAX_CHUNKS * chunk_steps  # the most steps of one call (one row, nobody waiting)
         self._sizes = [1]  # the batch sizes of every model call: powers of two up to max_batch's
         while self._sizes[-1] < max_batch:
             self._sizes.append(self._sizes[-1] * 2)
@@ -229,26 +232,20 @@ class GenerationService:
         return self._worker is not None and not self._worker.done()
 
     def shapes(self) -> list[tuple[str, int, int]]:
-        """Every model call the worker makes, as (kind, rows, steps), one XLA program each: a prime
-        of max_seed_chars and a chunk of chunk_steps per power of two rows (8 rows run as 8, not
-        16), and the long chunk of a lone row."""
-        return ([("prime", rows, self._prime_time) for rows in self._sizes]
-                + [("sample", rows, self.chunk_steps) for rows in self._sizes]
-                + [("sample", 1, self.lone_steps)])
+        """Every model call the worker makes, as (rows, forced width, capacity), one XLA program
+        each: one per power of two rows (8 rows run as 8, not 16), whatever its seeds and steps."""
+        return [(rows, self._forced_width, self.max_steps) for rows in self._sizes]
 
     async def warm(self) -> None:
         """Compile every shape the worker can use now, rather than in some user's reply (each takes
         0.4 to 1 s on two cores). Call it after start(), before taking requests."""
-        vocab = self.sampler.vocab
-        known = vocab.encode(seeds.DEFAULT_OPENING)
-        for kind, rows, steps in self.shapes():
-            if kind == "prime":
-                await self._in_thread(_prime_padded, self.sampler, [known] * rows, steps, rows)
-                continue
+        known = self.sampler.vocab.encode(seeds.DEFAULT_OPENING)
+        for rows, _, _ in self.shapes():
             await self._in_thread(
-                _sample_padded, self.sampler, np.ones(rows, np.int32), self.sampler.zero_state(rows),
-                np.zeros(rows, np.int32), np.zeros(rows, np.float32), np.zeros(rows, np.int64),
-                np.zeros(rows, np.int32), steps, self.top_k, self.top_p, np.full(rows, steps, np.int32), rows)
+                _sample_padded, self.sampler, np.full(rows, known[0], np.int32), self.sampler.zero_state(rows),
+                [known[1:]] * rows, self._forced_width, np.zeros(rows, np.int32), np.zeros(rows, np.float32),
+                np.zeros(rows, np.int64), np.zeros(rows, np.int32), 1, self.max_steps, self.top_k, self.top_p,
+                np.ones(rows, np.int32), rows)
 
     # requests -----------------------------------------------------------------------------------
 
@@ -277,10 +274,11 @@ class GenerationService:
         length, temperature, top_k, top_p = _checked(length, temperature, self.top_k if top_k is None else top_k,
                                                      self.top_p if top_p is None else top_p)
         vocab = self.sampler.vocab
-        cleaned, seed_ids, last = None, None, 0
+        cleaned, pending = None, np.zeros(0, np.int32)
         if state is None and last_char is None:
             cleaned = seeds.clean(seed or "", vocab, self.strip_accents, self.max_seed_chars)
             seed_ids = vocab.encode(cleaned.text)
+            state, last, pending = self.sampler.zero_state(1)[0], int(seed_ids[0]), seed_ids[1:]
             text = cleaned.text
         elif seed is None and state is not None and last_char is not None:
             state, last = self._checked_state(state, last_char)
@@ -292,7 +290,7 @@ class GenerationService:
         if not isinstance(position, int) or position < 0:
             raise ValueError("position must be a whole number >= 0")
         loop = asyncio.get_running_loop()
-        row = _Row(seed_ids=seed_ids, state=state, last=last, temperature=temperature, position=position,
+        row = _Row(pending=pending, state=state, last=last, temperature=temperature, position=position,
                    length=position + length, top_k=top_k, top_p=top_p, word=word, future=loop.create_future(),
                    random_seed=secrets.randbits(63) if random_seed is None else random_seed % 2**63,
                    deadline=loop.time() + self.request_timeout_s)
@@ -327,17 +325,16 @@ class GenerationService:
     async def _work(self) -> None:
         while True:
             self.progress_at = time.time()
-            joining: list[_Row] = []
             try:
                 if not self._active:
                     await self._wait_for_requests()
-                joining = self._take_waiting()
-                await self._join(joining)
+                joining = self._take_waiting()  # (it sets self._active anew: not one expression)
+                self._active.extend(joining)
                 await self._run_chunk()
             except Exception as exc:  # the batch's callers get it; the worker serves the next ones
                 log.exception("generation batch failed")
                 self._counts["errors"] += 1
-                for row in [*self._active, *joining]:
+                for row in self._active:
                     self._fail(row, exc)
                 self._active = []
 
@@ -370,23 +367,11 @@ class GenerationService:
                 taken.append(row)
         return taken
 
-    async def _join(self, rows: list[_Row]) -> None:
-        """Prime the joining rows that bring a seed, all in one call; continuations have a state."""
-        fresh = [row for row in rows if row.seed_ids is not None]
-        if fresh:
-            states, last = await self._in_thread(_prime_padded, self.sampler, [r.seed_ids for r in fresh],
-                                                 self._prime_time, _bucket(len(fresh), self._sizes))
-            for i, row in enumerate(fresh):
-                row.state, row.last = states[i], int(last[i])
-        self._active.extend(rows)
-
     async def _run_chunk(self) -> None:
         self._active = [row for row in self._active if not self._leave_if_gone(row)]
         if not self._active:
             return
-        # always one of two lengths: rows that need fewer stop inside the call (few shapes)
-        lone = len(self._active) == 1 and not self._waiting and self._active[0].remaining >= self.lone_steps
-        steps = self.lone_steps if lone else self.chunk_steps
+        steps = self._chunk_length()
         for row in self._active:
             row.batch_size = max(row.batch_size, len(self._active))
         # the sampler takes one top_k and top_p per call: one call per distinct pair (usually one)
@@ -401,20 +386,33 @@ class GenerationService:
                 row.chunks.put_nowait(_END)
         self._active = [row for row in self._active if row.remaining > 0]
 
+    def _chunk_length(self) -> int:
+        """chunk_steps while requests wait, so that they join soon. While nobody waits, fewer calls:
+        up to max_steps, as long as the rows times the steps stay within a full batch's ordinary
+        chunk (a request that comes meanwhile waits about as long as it would behind a full batch).
+        Never more than the longest row still needs (its seed's rest, then its characters)."""
+        rows = len(self._active)
+        budget = (self.chunk_steps if self._waiting
+                  else min(self.max_steps, max(self.chunk_steps, self.max_batch * self.chunk_steps // rows)))
+        return min(budget, max(len(row.pending) + row.remaining for row in self._active))
+
     async def _sample(self, rows: list[_Row], steps: int, top_k: int, top_p: float) -> None:
         ids, states, last, words = await self._in_thread(
             _sample_padded, self.sampler, np.array([r.last for r in rows], np.int32),
-            np.stack([r.state for r in rows]), np.array([r.word for r in rows], np.int32),
-            np.array([r.temperature for r in rows], np.float32),
+            np.stack([r.state for r in rows]), [r.pending for r in rows], self._forced_width,
+            np.array([r.word for r in rows], np.int32), np.array([r.temperature for r in rows], np.float32),
             np.array([_stream_key(r.random_seed) for r in rows], np.int64),
-            np.array([r.position for r in rows], np.int32), steps, top_k, top_p,
-            np.array([min(r.remaining, steps) for r in rows], np.int32), _bucket(len(rows), self._sizes))
+            np.array([r.position for r in rows], np.int32), steps, self.max_steps, top_k, top_p,
+            np.array([r.remaining for r in rows], np.int32), _bucket(len(rows), self._sizes))
         for i, row in enumerate(rows):
-            taken = min(row.remaining, steps)
+            read = min(len(row.pending), steps)  # a seed longer than the chunk goes on in the next
+            taken = min(row.remaining, steps - read)
+            row.pending = row.pending[read:]
             row.state, row.last, row.word = states[i], int(last[i]), int(words[i])
-            row.position += taken
-            row.chunks.put_nowait(ids[i][:taken])  # the row's coroutine turns ids into text
-            self._counts["characters"] += taken
+            if taken:
+                row.position += taken
+                row.chunks.put_nowait(ids[i][:taken])  # the row's coroutine turns ids into text
+                self._counts["characters"] += taken
 
     async def _in_thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
@@ -461,23 +459,12 @@ def _bucket(n: int, sizes: list[int]) -> int:
     return next((size for size in sizes if size >= n), sizes[-1])
 
 
-def _prime_padded(sampler: Sampler, seeds_ids: list[np.ndarray], time: int,
-                  rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """sampler.prime over the batch padded to `rows` rows and `time` characters: the time axis is
-    always the longest seed the service takes (the loop inside stops at the longest real one), so
-    only the batch size makes a new shape. Filler rows have one character, so nothing to read.
-    Returns (states [n, units], last ids [n]) of the real rows.
-    """
-    n = len(seeds_ids)
-    fillers = [np.ones(1, np.int32)] * (rows - n)
-    states, last = sampler.prime(list(seeds_ids) + fillers, min_time=time)
-    return states[:n], last[:n]
-
-
-def _sample_padded(sampler: Sampler, last: np.ndarray, states: np.ndarray, words: np.ndarray,
-                   temperatures: np.ndarray, random_seeds: np.ndarray, positions: np.ndarray, steps: int,
-                   top_k: int, top_p: float, steps_left: np.ndarray, rows: int):
-    """sampler.sample over the batch padded to `rows` rows (greedy free fillers from zeros).
+def _sample_padded(sampler: Sampler, last: np.ndarray, states: np.ndarray, forced: list[np.ndarray],
+                   forced_width: int, words: np.ndarray, temperatures: np.ndarray, random_seeds: np.ndarray,
+                   positions: np.ndarray, steps: int, capacity: int, top_k: int, top_p: float,
+                   steps_left: np.ndarray, rows: int):
+    """sampler.sample over the batch padded to `rows` rows (fillers: nothing to read, nothing to
+    write), the forced width and the output's capacity fixed: only the batch size makes a new shape.
 
     Rows are independent, so fillers change nothing. Returns (ids [n, steps], states, last ids,
     word states).
@@ -486,6 +473,7 @@ def _sample_padded(sampler: Sampler, last: np.ndarray, states: np.ndarray, words
     if pad:
         last = np.concatenate([last, np.ones(pad, np.int32)])
         states = np.concatenate([states, np.zeros([pad, states.shape[1]], np.float32)])
+        forced = list(forced) + [np.zeros(0, np.int32)] * pad
         words = np.concatenate([words, np.zeros(pad, np.int32)])
         temperatures = np.concatenate([temperatures, np.zeros(pad, np.float32)])
         random_seeds = np.concatenate([random_seeds, np.zeros(pad, np.int64)])
@@ -493,5 +481,6 @@ def _sample_padded(sampler: Sampler, last: np.ndarray, states: np.ndarray, words
         steps_left = np.concatenate([steps_left, np.zeros(pad, np.int32)])
     ids, states, last, words = sampler.sample(last, states, temperatures, steps, seeds=random_seeds,
                                               positions=positions, top_k=top_k, top_p=top_p,
-                                              steps_left=steps_left, words=words)
+                                              steps_left=steps_left, words=words, forced=forced,
+                                              forced_width=forced_width, capacity=capacity)
     return ids[:n], states[:n], last[:n], words[:n]

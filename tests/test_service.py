@@ -86,12 +86,12 @@ async def test_company_is_awaited_a_fifth_of_max_wait_after_the_last_request_cam
 
 
 async def test_stream_chunks_make_up_the_final_text(service):
-    stream = service.stream("Sancho", length=250, random_seed=7)
+    stream = service.stream("Sancho", length=1200, random_seed=7)
     assert stream.seed.text == "Sancho" and stream.result is None
     chunks = [text async for text in stream]
     assert len(chunks) > 1
     assert "".join(chunks) == stream.result.text
-    assert stream.result.text == (await service.generate("Sancho", length=250, random_seed=7)).text
+    assert stream.result.text == (await service.generate("Sancho", length=1200, random_seed=7)).text
 
 
 async def test_a_full_queue_answers_busy_at_once(tiny_sampler, monkeypatch):
@@ -277,26 +277,25 @@ async def test_every_bit_of_the_random_seed_counts(service):
 
 
 async def test_a_mix_of_requests_uses_only_the_shapes_warmed_at_start(tiny_book_sampler, monkeypatch):
-    """XLA compiles one program per distinct input shape (and compile-time value: the steps and top_k
-    of a chunk; top_p is not one). Count the distinct ones the worker uses over a mix of seed
-    lengths, reply lengths, batch sizes, top-p and words: none beyond those warm() compiled."""
+    """XLA compiles one program per distinct input shape and compile-time value (the output's
+    capacity and top_k; a chunk's steps and top_p are not ones). Count the distinct ones the worker
+    uses over a mix of seed lengths (some longer than a chunk), reply lengths, batch sizes, top-p and
+    words: none beyond those warm() compiled."""
     seen = set()
+    sampler, compiled = tiny_book_sampler, tiny_book_sampler._sample
 
-    def recording(kind, compiled):
-        def call(*args):
-            seen.add((kind, *(tuple(getattr(a, "shape", ())) for a in args),
-                      *(int(a) for a in args if getattr(a, "shape", None) == () and a.dtype.kind == "i")))
-            return compiled(*args)
-        return call
+    def recording(last, h, words, temperatures, seeds, positions, forced, forced_len, capacity, steps,
+                  top_k, top_p, steps_left):
+        seen.add((*(a.shape for a in (last, h, words, temperatures, seeds, positions, forced, forced_len,
+                                      steps_left)), int(capacity), int(top_k)))
+        return compiled(last, h, words, temperatures, seeds, positions, forced, forced_len, capacity, steps,
+                        top_k, top_p, steps_left)
 
-    sampler = tiny_book_sampler
-    monkeypatch.setattr(sampler, "_prime", recording("prime", sampler._prime))
-    monkeypatch.setattr(sampler, "_sample", recording("sample", sampler._sample))
+    monkeypatch.setattr(sampler, "_sample", recording)
     async with GenerationService(sampler, max_batch=16, chunk_steps=10, words="book") as s:
         await s.warm()
         warmed = set(seen)
-        # a prime and a chunk of 1, 2, 4, 8 and 16 rows; a lone row's long chunk
-        assert len(warmed) == len(s.shapes()) == 11
+        assert len(warmed) == len(s.shapes()) == 5  # 1, 2, 4, 8 and 16 rows
         for batch, length in [(1, 7), (3, 33), (5, 10), (16, 99), (2, 1), (11, 45)]:
             await asyncio.gather(*(s.generate("Sancho " * (i * 7 % 40 + 1), length=length + i, temperature=0.5,
                                               top_p=(1.0, 0.9, 0.5)[i % 3], words=("free", "book")[i % 2])

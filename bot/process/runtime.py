@@ -59,8 +59,7 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
         top_p=g.top_p, words=g.words)
     async with service, await Storage.open(config.storage.database(), keep_days=config.storage.keep_days,
                                           replies_per_chat=config.storage.replies_per_chat) as storage:
-        # the shapes of one lone request now (XLA), rather than in a user's first reply: the prime
-        # of one row, a lone row's long chunk and the ordinary chunk that ends it
-        await service.generate("En un lugar de la Mancha", length=service.lone_steps + 1)
+        # the program of one lone request now (XLA), rather than in a user's first reply
+        await service.generate("En un lugar de la Mancha", length=20)
         commands = Commands(service, storage, config.chat, loaded.model_id)
         yield Runtime(config, service, storage, commands, loaded.model_id)

@@ -94,7 +94,7 @@ async def _warm(runtime, stop: asyncio.Event) -> bool:
         await asyncio.gather(warming, return_exceptions=True)
         return False
     warming.result()
-    log.info("compiled the model for batches of %s", ", ".join(map(str, runtime.service.shapes())))
+    log.info("compiled the model for batches of %s", ", ".join(str(rows) for rows, *_ in runtime.service.shapes()))
     return True
 
 
