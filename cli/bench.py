@@ -3,14 +3,15 @@
 (a) the notebook's approach: a one-step model called once per character from Python, the seed
     re-split into strings and looked up each call, one stream of 1,000 characters;
 (b) our sampler, one stream of 1,000 characters in one compiled call, and 8 and 64 rows of 300
-    characters in one call (the most the service could reach with 8 or 64 requests), each with every character allowed ("free") and
-    with the book's words only ("book"), the two timed in turn;
+    characters in one call (what the service could reach with 8 or 64 requests), each with every
+    character allowed ("free") and with the book's words only ("book"), the two timed in turn;
 (c) the generation service as configured ([generation]: batch, wait, chunk, top-k, top-p, words),
     warmed as `serve` warms it: one long stream of 3,000 characters, and 8 and 64 concurrent
     requests of 300 characters.
 Each figure is also given as a ratio to (a), measured in the same run on the same machine. `goals`
 holds the constraint's cost (book / free, timed in turn) and the service's ratios to the sampler
-alone in the service's words mode, each the median over rounds of a ratio taken at one moment.
+alone in the service's words mode, each the median over rounds of a ratio taken at one moment;
+the 8 rows' call is timed again in the 8 concurrent requests' rounds, as their ceiling.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ async def _service(sampler: Sampler, g: GenerationSection, rounds: int) -> dict:
     one_stream = lambda: generate(sampler, ["Sancho"], LONG_STREAM, 0.5, words=g.words)  # noqa: E731
     rows = [_seed(i) for i in range(64)]
     rows_call = lambda: generate(sampler, rows, LENGTH, 0.5, words=g.words)  # noqa: E731
+    eight_rows = lambda: generate(sampler, rows[:8], LENGTH, 0.5, words=g.words)  # noqa: E731
     async with GenerationService(sampler, max_batch=g.max_batch, max_wait_ms=g.max_wait_ms,
                                  chunk_steps=g.chunk_steps, queue_size=max(256, g.queue_size),
                                  top_k=g.top_k, top_p=g.top_p, words=g.words) as service:
@@ -105,27 +107,36 @@ async def _service(sampler: Sampler, g: GenerationSection, rounds: int) -> dict:
                                                 (8, LENGTH, one_stream, LONG_STREAM),
                                                 (64, LENGTH, rows_call, 64 * LENGTH)):
             reference()
+            eight_rows()
             await asyncio.gather(*(one(i, 0, length) for i in range(n)))  # unmeasured
-            walls, latencies, paired = [], [], []
+            walls, latencies, paired, ceiling, share = [], [], [], [], []
             for r in range(1, rounds + 1):
                 start = time.perf_counter()
                 reference()
                 alone = ref_chars / (time.perf_counter() - start)
+                if n == 8:  # the ceiling in the same round: 8 rows in one sampler call
+                    start = time.perf_counter()
+                    eight_rows()
+                    ceiling.append(8 * LENGTH / (time.perf_counter() - start) / alone)
                 start = time.perf_counter()
                 latencies += await asyncio.gather(*(one(i, r, length) for i in range(n)))
                 walls.append(time.perf_counter() - start)
                 paired.append(n * length / walls[-1] / alone)
+                if n == 8:
+                    share.append(paired[-1] / ceiling[-1])
             name = "service_one_long_stream" if n == 1 else f"service_{n}_concurrent"
             results[name] = {"chars_per_s": n * length / statistics.median(walls),
                              "p50_s": float(np.percentile(latencies, 50)),
                              "p95_s": float(np.percentile(latencies, 95))}
             ratios[name] = statistics.median(paired)
+            if n == 8:
+                ratios["ceiling_8"], ratios["share_8"] = statistics.median(ceiling), statistics.median(share)
     return results, ratios
 
 
 def run(b: Bundle, quick: bool = False, generation: GenerationSection | None = None) -> dict:
     g = generation or GenerationSection()
-    repeats, rounds = (2, 2) if quick else (5, 4)
+    repeats, rounds = (2, 3) if quick else (5, 8)
     notebook = NotebookOneStep(b)
     sampler = Sampler(b.network, b.vocab, b.lexicon)
     modes = ("free", "book") if b.lexicon is not None else ("free",)
@@ -152,10 +163,10 @@ def run(b: Bundle, quick: bool = False, generation: GenerationSection | None = N
         f"service_64_concurrent / sampler 64 rows in one call, {g.words} (>= 0.95)":
             paired["service_64_concurrent"],
     }
-    # what the machine allows the 8-concurrent goal: 8 rows in one call against one stream (no service)
-    w = g.words if g.words in modes else "free"
-    goals[f"(ceiling) sampler 8 rows in one call / sampler one stream, {w}"] = (
-        rate(f"sampler_8_rows_one_call_{w}") / rate(f"sampler_one_stream_{w}"))
+    # what the machine allows the 8-concurrent goal, in the same rounds: 8 rows in one sampler call
+    # (their seeds primed first) against one stream, and the service's share of that
+    goals[f"(ceiling) sampler 8 rows in one call / sampler one stream, {g.words}"] = paired["ceiling_8"]
+    goals["(share) service_8_concurrent / sampler 8 rows in one call"] = paired["share_8"]
     if "book" in modes:
         goals["sampler_one_stream book / free (>= 0.9)"] = rate("sampler_one_stream_book") / rate("sampler_one_stream_free")
         goals["sampler_64_rows_one_call book / free (>= 0.9)"] = (rate("sampler_64_rows_one_call_book")

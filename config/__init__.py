@@ -74,7 +74,7 @@ class StorageSection:
 class GenerationSection:
     max_batch: int = 64  # rows generated together at most
     max_wait_ms: int = 5  # how long a lone request waits for company at most (a fifth of it after the last came)
-    chunk_steps: int = 100  # characters per model call; new requests join between chunks
+    chunk_steps: int = 100  # steps per model call while requests wait (up to 5x while none do); they join between calls
     queue_size: int = 256  # waiting requests at most; beyond it the bot answers "busy"
     request_timeout_s: float = 60.0  # a request not done by then is dropped with an apology
     top_k: int = 0  # sample among the k likeliest characters only; 0 means all

@@ -15,7 +15,7 @@ Rule = typing.Callable[[typing.Any], "str | None"]
 
 # Upper bounds, each what the value's use can hold:
 MAX_REPLY_CHARS = 10_000  # a reply: 3 Telegram messages, 5 Discord ones, written well within request_timeout_s
-MAX_SEED_CHARS = 4096  # no message brings a longer seed (Telegram's 4096); every prime call is this wide
+MAX_SEED_CHARS = 4096  # no message brings a longer seed (Telegram's 4096); every model call holds one this wide
 MAX_PER_MINUTE = 1000  # a rate limit: far above what Telegram or Discord deliver to one chat (about 60 a minute)
 MAX_SNOWFLAKE = 2**64 - 1  # a Discord id is 64 bits
 MAX_SHARDS = 2**16  # a shard count: far above what Discord recommends (one shard per 1,000 to 2,500 servers)
