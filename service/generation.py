@@ -390,11 +390,13 @@ class GenerationService:
         """chunk_steps while requests wait, so that they join soon. While nobody waits, fewer calls:
         up to max_steps, as long as the rows times the steps stay within a full batch's ordinary
         chunk (a request that comes meanwhile waits about as long as it would behind a full batch).
-        Never more than the longest row still needs (its seed's rest, then its characters)."""
+        Never more than the longest row still needs (its seed's rest, then its characters); and when
+        that is at most a quarter more than the budget, all of it: no short call left at the end."""
         rows = len(self._active)
         budget = (self.chunk_steps if self._waiting
                   else min(self.max_steps, max(self.chunk_steps, self.max_batch * self.chunk_steps // rows)))
-        return min(budget, max(len(row.pending) + row.remaining for row in self._active))
+        needed = max(len(row.pending) + row.remaining for row in self._active)
+        return needed if needed <= min(budget * 5 // 4, self.max_steps) else budget
 
     async def _sample(self, rows: list[_Row], steps: int, top_k: int, top_p: float) -> None:
         ids, states, last, words = await self._in_thread(

@@ -286,8 +286,8 @@ async def test_a_mix_of_requests_uses_only_the_shapes_warmed_at_start(tiny_book_
 
     def recording(last, h, words, temperatures, seeds, positions, forced, forced_len, capacity, steps,
                   top_k, top_p, steps_left):
-        seen.add((*(a.shape for a in (last, h, words, temperatures, seeds, positions, forced, forced_len,
-                                      steps_left)), int(capacity), int(top_k)))
+        seen.add((*(tuple(a.shape) for a in (last, h, words, temperatures, seeds, positions, forced, forced_len,
+                                             steps_left)), int(capacity), int(top_k)))
         return compiled(last, h, words, temperatures, seeds, positions, forced, forced_len, capacity, steps,
                         top_k, top_p, steps_left)
 

@@ -44,7 +44,7 @@ async def test_cervantes_continues_the_seed(tiny_sampler, db_path):
 
 
 async def test_reply_is_streamed_in_pieces(tiny_sampler, db_path):
-    async with bot(tiny_sampler, db_path, chunk_steps=4) as c:  # a lone stream runs 5 chunks a call: 20 characters
+    async with bot(tiny_sampler, db_path, chunk_steps=4) as c:  # a lone stream: at most 5 chunks, 20 steps, a call
         out = Recorder()
         await c.run(CHAT, parse("/cervantes Sancho"), out)
     assert len(out.streamed[0]) > 5 and out.streamed[0][0] == "Sancho"
