@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 
-from service.generation import Busy, GenerationService
+from service.generation import Busy, GenerationService, _stream_key
 
 SEEDS = ["En un lugar de la Mancha, ", "¿Qué gigantes? dijo Sancho", "rocín flaco", "a",
          "«Aquellos que allí ves», respondió su amo.\n" * 3]
@@ -62,6 +62,18 @@ async def test_greedy_continuation_from_a_state_equals_one_longer_generation(ser
     assert first.text + rest.text == whole.text
     assert first.text[-1] == first.last_char
     np.testing.assert_allclose(rest.state, whole.state, atol=1e-5)
+
+
+async def test_a_seed_longer_than_a_chunk_is_read_as_if_primed_first(tiny_sampler):
+    """A joining row reads its seed inside the chunks (here three of them) before it samples: the
+    same text and state as priming the seed in a call of its own, then sampling."""
+    async with GenerationService(tiny_sampler, chunk_steps=10) as service:
+        result = await service.generate(SEEDS[4], temperature=1.0, length=40, random_seed=9)
+    assert len(result.seed) > 2 * service.max_steps
+    states, last = tiny_sampler.prime([tiny_sampler.vocab.encode(result.seed)])
+    ids, after, *_ = tiny_sampler.sample(last, states, [1.0], 40, seeds=[_stream_key(9)])
+    assert result.text == tiny_sampler.vocab.decode(ids[0])
+    np.testing.assert_allclose(result.state, after[0], atol=1e-5)
 
 
 async def test_a_short_request_joins_a_running_long_one_and_finishes_first(service):
