@@ -41,9 +41,10 @@ class ExportedGenerator(tf.Module):
                                          tf.zeros([batch, self.sampler.units]))
         seeds = tf.random.uniform([batch], maxval=tf.int64.max, dtype=tf.int64)
         words = tf.zeros([batch], tf.int32)  # the free sampler: every character allowed
-        out, state, last, _ = self.sampler._sample_impl(last, state, words, temperature, seeds,
-                                                     tf.zeros([batch], tf.int32), length, tf.constant(0),
-                                                     tf.constant(1.0), tf.fill([batch], length))
+        nothing = tf.zeros([batch], tf.int32)  # positions from 0, and no forced ids: the seed is primed
+        out, state, last, _ = self.sampler._sample_impl(last, state, words, temperature, seeds, nothing,
+                                                     tf.zeros([batch, 1], tf.int32), nothing, length, length,
+                                                     tf.constant(0), tf.constant(1.0), tf.fill([batch], length))
         text = tf.strings.reduce_join(tf.gather(self.id_to_char, out), axis=-1)
         return {"text": text, "state": state, "last_char": tf.gather(self.id_to_char, last)}
 
