@@ -137,6 +137,19 @@ def exactly_once_in_order(got: list[int], sent: list[int]) -> None:
     assert set(got) <= set(sent)
 
 
+def once_in_order_but_the_kills_window(got: list[int], sent: list[int], before_kill: list[int]) -> None:
+    """As exactly_once_in_order, but for the documented duplicate window of a kill -9 (README,
+    "Capacity and availability"): Telegram took the reply to a command the killed replica was
+    answering, and the process died before the inbox committed its done mark, so the new leader
+    answers it again. At most one command a chat, sent before the kill, answered twice."""
+    firsts = list(dict.fromkeys(got))
+    assert firsts == sorted(firsts), f"answers out of the chat's order: {got}"
+    assert set(firsts) <= set(sent)
+    twice = [n for n in firsts if got.count(n) > 1]
+    assert len(twice) <= 1 and set(twice) <= set(before_kill) and len(got) - len(firsts) == len(twice), \
+        f"answered twice beyond the kill's window: {got}"
+
+
 async def test_a_standby_takes_over_from_a_kill_9_in_the_middle_of_a_burst(pair, users):
     await pair.ready()
     old, new = pair.active(), pair.standby()
@@ -156,7 +169,7 @@ async def test_a_standby_takes_over_from_a_kill_9_in_the_middle_of_a_burst(pair,
     assert first - killed["at"] <= TAKEOVER_S, f"first answer {first - killed['at']:.1f} s after the kill"
     assert new.role() == "active" and "taking over" in new.roles()  # no handover: the fence was kept
     for chat in chats:
-        exactly_once_in_order(await answers(users, chat), sent)
+        once_in_order_but_the_kills_window(await answers(users, chat), sent, sent[:4])
     await pair.restart(old)  # as a supervisor would; it stands by
     assert pair.standby() is old
 
