@@ -107,7 +107,8 @@ async def _service(sampler: Sampler, g: GenerationSection, rounds: int) -> dict:
                                                 (8, LENGTH, one_stream, LONG_STREAM),
                                                 (64, LENGTH, rows_call, 64 * LENGTH)):
             reference()
-            eight_rows()
+            if n == 8:
+                eight_rows()
             await asyncio.gather(*(one(i, 0, length) for i in range(n)))  # unmeasured
             walls, latencies, paired, ceiling, share = [], [], [], [], []
             for r in range(1, rounds + 1):

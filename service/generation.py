@@ -328,8 +328,7 @@ class GenerationService:
             try:
                 if not self._active:
                     await self._wait_for_requests()
-                joining = self._take_waiting()  # (it sets self._active anew: not one expression)
-                self._active.extend(joining)
+                self._admit()
                 await self._run_chunk()
             except Exception as exc:  # the batch's callers get it; the worker serves the next ones
                 log.exception("generation batch failed")
@@ -358,17 +357,16 @@ class GenerationService:
             except TimeoutError:
                 return
 
-    def _take_waiting(self) -> list[_Row]:
-        self._active = [row for row in self._active if not self._leave_if_gone(row)]  # their places are free
-        taken: list[_Row] = []
-        while self._waiting and len(self._active) + len(taken) < self.max_batch:
+    def _admit(self) -> None:
+        """At a chunk boundary: rows gone leave (their places are free), waiting ones join, up to
+        max_batch. A joining row brings its seed's rest to read inside the chunk: nothing to await."""
+        self._active = [row for row in self._active if not self._leave_if_gone(row)]
+        while self._waiting and len(self._active) < self.max_batch:
             row = self._waiting.popleft()
             if not self._leave_if_gone(row):
-                taken.append(row)
-        return taken
+                self._active.append(row)
 
     async def _run_chunk(self) -> None:
-        self._active = [row for row in self._active if not self._leave_if_gone(row)]
         if not self._active:
             return
         steps = self._chunk_length()
