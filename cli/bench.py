@@ -26,7 +26,7 @@ import tensorflow as tf
 from config import GenerationSection
 from model.bundle import Bundle
 from model.sampler import Sampler, generate
-from service.generation import GenerationService
+from service.generation import GenerationService, split_by_default
 
 SEEDS = ["Sancho dijo", "En un lugar de la Mancha", "Dulcinea", "Rocinante", "¿Qué gigantes?",
          "Don Quijote", "La aventura", "Mire vuestra merced"]
@@ -91,7 +91,8 @@ async def _service(sampler: Sampler, g: GenerationSection, rounds: int) -> dict:
     eight_rows = lambda: generate(sampler, rows[:8], LENGTH, 0.5, words=g.words)  # noqa: E731
     async with GenerationService(sampler, max_batch=g.max_batch, max_wait_ms=g.max_wait_ms,
                                  chunk_steps=g.chunk_steps, queue_size=max(256, g.queue_size),
-                                 top_k=g.top_k, top_p=g.top_p, words=g.words) as service:
+                                 top_k=g.top_k, top_p=g.top_p, words=g.words,
+                                 split=split_by_default(g.split)) as service:
         started = time.perf_counter()
         await service.warm()  # every shape, as serve compiles them before it answers
         results["service_warm_s"] = time.perf_counter() - started
@@ -174,7 +175,8 @@ def run(b: Bundle, quick: bool = False, generation: GenerationSection | None = N
                                                                   / rate("sampler_64_rows_one_call_free"))
     results["goals"] = {name: round(ratio, 3) for name, ratio in goals.items()}
     results["service"] = {"words": g.words, "top_p": g.top_p, "max_batch": g.max_batch,
-                          "chunk_steps": g.chunk_steps, "max_wait_ms": g.max_wait_ms, "warm_s": round(warm_s, 2)}
+                          "chunk_steps": g.chunk_steps, "max_wait_ms": g.max_wait_ms, "split": split_by_default(g.split),
+                          "warm_s": round(warm_s, 2)}
     return results
 
 

@@ -140,6 +140,7 @@ RULES: dict[str, Rule] = {
     "generation.top_k": whole(0),
     "generation.top_p": fraction,
     "generation.words": one_of("book", "free"),
+    "generation.split": one_of("auto", "on", "off"),
     "chat.temperature": number(0),
     "chat.length": whole(1, MAX_REPLY_CHARS),
     "chat.min_temperature": number(0),

@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 
-from service.generation import Busy, GenerationService, _stream_key
+from service.generation import Busy, GenerationService, _stream_key, split_by_default
 
 SEEDS = ["En un lugar de la Mancha, ", "¿Qué gigantes? dijo Sancho", "rocín flaco", "a",
          "«Aquellos que allí ves», respondió su amo.\n" * 3]
@@ -52,6 +52,36 @@ async def test_concurrent_rows_equal_the_same_requests_alone(service):
         np.testing.assert_allclose(b.state, a.state, atol=1e-5)
     assert all(a.batch_size == 1 for a in alone)
     assert max(b.batch_size for b in together) > 1
+
+
+async def test_rows_split_into_two_calls_side_by_side_write_what_they_write_alone(tiny_sampler, monkeypatch):
+    """split: 8 to 16 rows run as two half calls at once, in two threads; each row's text and state
+    are still its own, whichever half it fell in."""
+    calls, sample = [], tiny_sampler.sample
+
+    def counted(last, *args, **kwargs):
+        calls.append((threading.get_ident(), len(last)))
+        return sample(last, *args, **kwargs)
+
+    async with GenerationService(tiny_sampler) as plain:
+        alone = [await plain.generate(**request(i)) for i in range(12)]
+    monkeypatch.setattr(tiny_sampler, "sample", counted)
+    async with GenerationService(tiny_sampler, split=True) as s:
+        together = await asyncio.gather(*(s.generate(**request(i)) for i in range(12)))
+    for a, b in zip(alone, together):
+        assert b.text == a.text
+        np.testing.assert_allclose(b.state, a.state, atol=1e-5)
+    assert max(b.batch_size for b in together) == 12
+    # top_k 0 (9 rows): halves of 5 and 4, padded to 8 and 4; top_k 5 (3 rows): one call of 4
+    assert 16 not in {rows for _, rows in calls}
+    assert len({thread for thread, _ in calls}) == 2
+
+
+def test_split_is_on_off_or_auto():
+    assert split_by_default("on") and not split_by_default("off")
+    assert isinstance(split_by_default("auto"), bool)
+    with pytest.raises(ValueError):
+        split_by_default("yes")
 
 
 async def test_greedy_continuation_from_a_state_equals_one_longer_generation(service):
@@ -288,7 +318,8 @@ async def test_every_bit_of_the_random_seed_counts(service):
     assert a.text != b.text
 
 
-async def test_a_mix_of_requests_uses_only_the_shapes_warmed_at_start(tiny_book_sampler, monkeypatch):
+@pytest.mark.parametrize("split", [False, True])
+async def test_a_mix_of_requests_uses_only_the_shapes_warmed_at_start(tiny_book_sampler, monkeypatch, split):
     """XLA compiles one program per distinct input shape and compile-time value (the output's
     capacity and top_k; a chunk's steps and top_p are not ones). Count the distinct ones the worker
     uses over a mix of seed lengths (some longer than a chunk), reply lengths, batch sizes, top-p and
@@ -304,7 +335,7 @@ async def test_a_mix_of_requests_uses_only_the_shapes_warmed_at_start(tiny_book_
                         top_k, top_p, steps_left)
 
     monkeypatch.setattr(sampler, "_sample", recording)
-    async with GenerationService(sampler, max_batch=16, chunk_steps=10, words="book") as s:
+    async with GenerationService(sampler, max_batch=16, chunk_steps=10, words="book", split=split) as s:
         await s.warm()
         warmed = set(seen)
         assert len(warmed) == len(s.shapes()) == 5  # 1, 2, 4, 8 and 16 rows

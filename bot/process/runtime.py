@@ -10,7 +10,7 @@ from typing import AsyncIterator
 from bot.chat.commands import Commands
 from bot.chat.inbox import Inbox
 from config import Config
-from service.generation import GenerationService
+from service.generation import GenerationService, split_by_default
 from storage.inbox import Inbox as InboxStore
 from storage.repository import Storage
 
@@ -56,7 +56,7 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
         Sampler(loaded.network, loaded.vocab, loaded.lexicon), max_batch=g.max_batch, max_wait_ms=g.max_wait_ms,
         chunk_steps=g.chunk_steps, queue_size=g.queue_size, request_timeout_s=g.request_timeout_s,
         max_seed_chars=config.chat.max_seed_chars, strip_accents=loaded.hp.strip_accents, top_k=g.top_k,
-        top_p=g.top_p, words=g.words)
+        top_p=g.top_p, words=g.words, split=split_by_default(g.split))
     async with service, await Storage.open(config.storage.database(), keep_days=config.storage.keep_days,
                                           replies_per_chat=config.storage.replies_per_chat) as storage:
         # the program of one lone request now (XLA), rather than in a user's first reply
