@@ -1,4 +1,4 @@
-"""What one step of the sampler costs at 1, 8 and 64 rows: the ceiling any batcher can reach.
+"""What one step of the sampler costs at 1, 8 and 64 rows: what one call of n rows can reach.
 
     .venv/bin/python benchmarks/step_cost.py [--rounds 6] [--steps 300] [--json]
 
@@ -7,8 +7,8 @@ The shipped model, the book's words, temperature 0.8: per round and per batch si
 machine falls on all of them alike), after one unmeasured call each (XLA compiles it). Reports the
 median time per step at each size, and per size n the ratio n × (step at 1 row) / (step at n
 rows), each taken within one round: how many times one stream's characters/s n rows in one call
-write. The service's n concurrent requests cannot beat that ratio; `cervantes bench` shows how
-near they come.
+write. The service's n concurrent requests in one call cannot beat that ratio; with
+`[generation] split` (two half calls side by side, benchmarks/split_calls.py) they can.
 """
 
 from __future__ import annotations

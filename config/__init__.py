@@ -80,7 +80,7 @@ class GenerationSection:
     top_k: int = 0  # sample among the k likeliest characters only; 0 means all
     top_p: float = 1.0  # sample among the likeliest characters that make up this probability; 1 means all
     words: str = "book"  # "book": only words the novel uses (the model's lexicon); "free": any letters
-    split: str = "auto"  # 8 to 16 rows run as two half calls side by side: "on", "off", "auto" (on a CPU of 2+ cores)
+    split: str = "auto"  # 8 to 32 rows run as two half calls side by side: "on", "off", "auto" (on a CPU of 2+ cores)
 
 
 @dataclass(frozen=True)

@@ -42,9 +42,10 @@ log = logging.getLogger(__name__)
 
 _END = object()  # follows a row's last chunk: its future is done
 MAX_CHUNKS = 5  # while nobody waits, a call runs up to this many times chunk_steps: fewer calls
-# with split, a chunk of this many rows runs as two half calls side by side; measured on a 2-core
-# CPU against one call: 4 rows -2%, 8 rows +15%, 16 rows +8%, 32 rows +2%, 64 rows -3%
-SPLIT_ROWS = range(8, 17)
+# with split, a chunk of this many rows runs as two half calls side by side. Against one call, on a
+# 2-core CPU, two runs (benchmarks/split_calls.py --every-size): 4 rows -2% and -11%, 8 rows +15%
+# and +8%, 16 rows +8% and +9%, 32 rows +2% and +5%, 64 rows -3% and -15%
+SPLIT_ROWS = range(8, 33)
 SPLITS = ("auto", "on", "off")  # [generation] split: "auto" is on where the model runs on a CPU of 2+ cores
 
 

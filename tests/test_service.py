@@ -55,7 +55,7 @@ async def test_concurrent_rows_equal_the_same_requests_alone(service):
 
 
 async def test_rows_split_into_two_calls_side_by_side_write_what_they_write_alone(tiny_sampler, monkeypatch):
-    """split: 8 to 16 rows run as two half calls at once, in two threads; each row's text and state
+    """split: 8 to 32 rows run as two half calls at once, in two threads; each row's text and state
     are still its own, whichever half it fell in."""
     calls, sample = [], tiny_sampler.sample
 
