@@ -260,11 +260,17 @@ class DiscordAdapter:
         if not closing.done():
             closing.cancel()
             log.warning("the Discord connection did not close within %.1f s: going on without it", CLOSE_S)
+        elif closing.exception() is not None:
+            log.warning("closing the Discord connection failed: %r", closing.exception())
 
     async def _close(self) -> None:
+        if self._connection is None:
+            # never logged in: only the HTTP session to close (discord.py's AutoShardedClient.close
+            # also posts to an event queue that login makes, and raises AttributeError without it)
+            await self.client.http.close()
+            return
         await self.client.close()
-        if self._connection is not None:
-            await asyncio.gather(self._connection, return_exceptions=True)
+        await asyncio.gather(self._connection, return_exceptions=True)
 
     async def halt(self) -> None:
         """Stop at once (this process lost its leadership: bot/process/leader.py): replies being
