@@ -59,7 +59,8 @@ def cmd_train(args) -> int:
         "epochs": args.epochs, "learning_rate": args.learning_rate, "dropout": args.dropout,
         "recurrent_dropout": args.recurrent_dropout,
         "patience": args.patience, "max_steps_per_epoch": args.max_steps, "init_from": args.init_from,
-        "stateful": args.stateful,
+        "stateful": args.stateful, "dedup": args.dedup, "rnn_units": args.units,
+        "embedding_dim": args.embedding,
     }.items() if v is not None}
     # --resume goes on with the run's own settings, changed only where an option says so
     base = train.saved_config(args.out) if args.resume else train.TrainConfig()
@@ -257,6 +258,11 @@ def parser() -> argparse.ArgumentParser:
                    help="carry the GRU state from batch to batch over contiguous streams")
     t.add_argument("--max-steps", type=int, help="batches per epoch at most (quick runs)")
     t.add_argument("--init-from", metavar="DIR", help="start from this model folder's weights (fine-tuning)")
+    t.add_argument("--units", type=int, help="GRU units of a new network (default 512)")
+    t.add_argument("--embedding", type=int, help="embedding size of a new network (default 128)")
+    t.add_argument("--dedup", action="store_true", default=None,
+                   help="leave out the later copy of every block of 1,000+ characters a training text "
+                        "holds twice (the first part's chapter 30)")
     t.add_argument("--extra-corpus", metavar="PATH", action="append",
                    help="more text for the training side only (repeatable; the held-out part "
                         "stays the last 10%% of --corpus)")

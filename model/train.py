@@ -46,6 +46,7 @@ class TrainConfig:
     rnn_units: int = 512
     init_from: str | None = None  # a model folder whose weights (and vocabulary) start the run
     extra_corpora: tuple[str, ...] = ()  # texts added to the training side only (paths, for --resume)
+    dedup: bool = False  # leave the later copy of every block of 1,000+ characters a training text holds twice out
 
 
 @dataclass
@@ -105,6 +106,15 @@ def saved_config(out_dir: str | Path) -> TrainConfig:
     return TrainConfig(**saved)
 
 
+def _deduplicated(text: str, log) -> str:
+    from model.evaluate import without_duplicates
+
+    kept, spans = without_duplicates(text)
+    for start, end in spans:
+        log(f"dedup: left out characters {start} to {end} ({end - start:,}), a copy of an earlier block")
+    return kept
+
+
 def train(text: str, out_dir: str | Path, cfg: TrainConfig, strip_accents: bool = False,
           resume: bool = False, progress: bool = True, log=print,
           extra_texts: list[str] | tuple[str, ...] = ()) -> Result:
@@ -112,6 +122,7 @@ def train(text: str, out_dir: str | Path, cfg: TrainConfig, strip_accents: bool 
 
     `extra_texts` (normalized like `text`) join the training side only, each after a newline: the
     held-out part stays the last 10% of `text`, so figures stay comparable with the notebook's.
+    With cfg.dedup, each training text is read without the later copy of a block it holds twice.
 
     With `resume`, the network and vocabulary come from the run folder and training goes on from
     its last checkpoint; `cfg` should be `saved_config(out_dir)`, changed only where meant
@@ -120,7 +131,10 @@ def train(text: str, out_dir: str | Path, cfg: TrainConfig, strip_accents: bool 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_text, val_text = corpus.split(text)
-    train_text = "\n".join([train_text, *extra_texts])
+    sides = [train_text, *extra_texts]
+    if cfg.dedup:  # each text on its own (the first part's training side holds chapter 30 twice)
+        sides = [_deduplicated(side, log) for side in sides]
+    train_text = "\n".join(sides)
 
     if resume:
         if not (out / bundle.CONFIG_FILE).exists():

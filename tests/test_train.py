@@ -113,6 +113,24 @@ def test_recurrent_dropout_is_for_training_only(tmp_path, text):
     np.testing.assert_array_equal(first, again)  # no dropout when the bot writes
 
 
+def test_dedup_leaves_the_second_copy_of_a_repeated_block_out_of_each_training_text(tmp_path, text, monkeypatch):
+    seen = []
+    real = data.training_dataset
+    monkeypatch.setattr(data, "training_dataset", lambda ids, *a, **k: seen.append(ids) or real(ids, *a, **k))
+    block = text[5_000:6_300]  # 1,300 characters of the novel, written again further on
+    doubled = text[:30_000] + block + text[30_000:]
+    extra = "La segunda parte, una vez. " * 10
+    cfg = dataclasses.replace(SMALL, epochs=1, dedup=True)
+    train.train(doubled, tmp_path, cfg, progress=False, log=lambda *_: None, extra_texts=[extra])
+
+    trained = bundle.load(tmp_path).vocab.decode(seen[0])
+    train_side, held_out = corpus.split(doubled)
+    assert trained.count(block) == 1
+    assert len(trained) == len(train_side) - len(block) + 1 + len(extra)
+    assert held_out == corpus.split(doubled)[1]  # the held-out tenth is the corpus's own, not shifted
+    assert train.saved_config(tmp_path).dedup  # --resume reads the texts the same way
+
+
 def test_extra_corpus_joins_the_training_side_only(tmp_path, text, monkeypatch):
     extra = "Ó ÚLTIMO capítulo de la segunda parte, que nunca está en el texto apartado. " * 40
     seen = []
