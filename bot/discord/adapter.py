@@ -264,13 +264,15 @@ class DiscordAdapter:
             log.warning("closing the Discord connection failed: %r", closing.exception())
 
     async def _close(self) -> None:
-        if self._connection is None:
-            # never logged in: only the HTTP session to close (discord.py's AutoShardedClient.close
-            # also posts to an event queue that login makes, and raises AttributeError without it)
+        if self.client.user is None:
+            # not logged in (never tried, or a bad token): no gateway, only the HTTP session to close
+            # (discord.py's AutoShardedClient.close also posts to an event queue that login makes,
+            # and raises AttributeError where login never began)
             await self.client.http.close()
             return
         await self.client.close()
-        await asyncio.gather(self._connection, return_exceptions=True)
+        if self._connection is not None:
+            await asyncio.gather(self._connection, return_exceptions=True)
 
     async def halt(self) -> None:
         """Stop at once (this process lost its leadership: bot/process/leader.py): replies being
