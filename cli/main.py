@@ -62,8 +62,19 @@ def cmd_train(args) -> int:
         "stateful": args.stateful, "dedup": args.dedup, "rnn_units": args.units,
         "embedding_dim": args.embedding,
     }.items() if v is not None}
+    if (args.units is not None or args.embedding is not None) and (args.resume or args.init_from):
+        print("cervantes train: --units and --embedding size a new network; with --resume or --init-from "
+              "the network is the run's or the model's", file=sys.stderr)
+        return 2
+    if any(size is not None and size < 1 for size in (args.units, args.embedding)):
+        print("cervantes train: --units and --embedding must be at least 1", file=sys.stderr)
+        return 2
     # --resume goes on with the run's own settings, changed only where an option says so
     base = train.saved_config(args.out) if args.resume else train.TrainConfig()
+    if args.resume and args.dedup and not base.dedup:
+        print(f"cervantes train: the run in {args.out} was not started with --dedup; its text cannot "
+              "change halfway (start a new run)", file=sys.stderr)
+        return 2
     cfg = dataclasses.replace(base, **given)
     if args.extra_corpus is not None or not args.resume:
         extra = args.extra_corpus if args.extra_corpus is not None else args.config.corpus.extra

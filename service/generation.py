@@ -11,7 +11,7 @@ compiles them all before the first request.
 On a CPU, a chunk of SPLIT_ROWS rows can run as two half calls side by side (`split`): one call's
 matrix product uses both cores, but the rest of each step (the sampling, the word table) runs on one
 core, and two calls overlap it (docs/performance.md).
-Only the model calls run in the worker thread; seed cleaning, text to ids and ids to text happen
+Only the model calls run in the worker's thread (two with split); seed cleaning, text to ids and ids to text happen
 in each request's own coroutine. The worker notes the time at every chunk, and every heartbeat_s
 while idle (`progress_at`): a worker that is gone or stuck shows (`cervantes health`).
 """
@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import groupby
+from pathlib import Path
 
 import numpy as np
 
@@ -43,7 +44,8 @@ log = logging.getLogger(__name__)
 _END = object()  # follows a row's last chunk: its future is done
 MAX_CHUNKS = 5  # while nobody waits, a call runs up to this many times chunk_steps: fewer calls
 # with split, a chunk of this many rows runs as two half calls side by side. Against one call, on a
-# 2-core CPU, two runs (benchmarks/split_calls.py --every-size): 4 rows -2% and -11%, 8 rows +15%
+# 2-core CPU, two runs (the first an uncommitted script, the second benchmarks/split_calls.py
+# --every-size): 4 rows -2% and -11%, 8 rows +15%
 # and +8%, 16 rows +8% and +9%, 32 rows +2% and +5%, 64 rows -3% and -15%
 SPLIT_ROWS = range(8, 33)
 SPLITS = ("auto", "on", "off")  # [generation] split: "auto" is on where the model runs on a CPU of 2+ cores
@@ -72,7 +74,7 @@ class Stats:
     active: int  # rows in the running batch
     requests: int  # accepted since start
     characters: int  # generated since start
-    chunks: int  # sample calls since start
+    chunks: int  # chunks since start (a split chunk is two sample calls)
     errors: int  # model calls that raised
 
 
@@ -394,8 +396,11 @@ class GenerationService:
             # both halves end before an error goes on to fail the batch
             done = await asyncio.gather(*(self._sample(part, steps, top_k, top_p) for part in parts),
                                         return_exceptions=True)
-            if errors := [e for e in done if isinstance(e, BaseException)]:
-                raise errors[0]
+            errors = [e for e in done if isinstance(e, BaseException)]
+            for other in errors[1:]:
+                log.error("the other half of the chunk failed too: %r", other)
+            if errors:  # a half cancelled on its own (not the worker) must not end the worker
+                raise errors[0] if isinstance(errors[0], Exception) else RuntimeError(f"a model call ended: {errors[0]!r}")
         self._counts["chunks"] += 1
         for row in self._active:
             if row.remaining == 0 and not row.future.done():
@@ -463,7 +468,18 @@ def split_by_default(setting: str) -> bool:
         return setting == "on"
     import tensorflow as tf
 
-    return not tf.config.get_visible_devices("GPU") and len(os.sched_getaffinity(0)) >= 2
+    return not tf.config.get_visible_devices("GPU") and _cpus() >= 2
+
+
+def _cpus() -> float:
+    """The CPUs this process may use: its affinity, or fewer where a cgroup (v2) quota says so
+    (a container started with --cpus=1 on a many-core host)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, int(quota) / int(period))
+    return cpus
 
 
 def _checked(length: int, temperature: float, top_k: int, top_p: float) -> tuple[int, float, int, float]:

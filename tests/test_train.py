@@ -146,3 +146,18 @@ def test_extra_corpus_joins_the_training_side_only(tmp_path, text, monkeypatch):
     assert trained == train_side + "\n" + extra  # the held-out tenth of the corpus is never trained on
     assert held_out[:200] not in trained
     assert train.saved_config(tmp_path).extra_corpora == ("parte2.txt",)  # --resume reads them again
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--resume", "--units", "256"], "size a new network"),
+    (["--init-from", "model/shipped", "--embedding", "64"], "size a new network"),
+    (["--units", "0"], "at least 1"),
+    (["--resume", "--dedup"], "not started with --dedup"),
+])
+def test_train_refuses_options_that_cannot_apply(tmp_path, text, capsys, argv, says):
+    from cli.main import main
+
+    train.train(text, tmp_path, dataclasses.replace(SMALL, epochs=1), progress=False, log=lambda *_: None)
+    assert main(["train", "--out", str(tmp_path), *argv]) == 2
+    assert says in capsys.readouterr().err
+    assert _metrics(tmp_path)[-1]["epoch"] == "1"  # the run is left as it was

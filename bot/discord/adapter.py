@@ -260,7 +260,7 @@ class DiscordAdapter:
         if not closing.done():
             closing.cancel()
             log.warning("the Discord connection did not close within %.1f s: going on without it", CLOSE_S)
-        elif closing.exception() is not None:
+        elif not closing.cancelled() and closing.exception() is not None:
             log.warning("closing the Discord connection failed: %r", closing.exception())
 
     async def _close(self) -> None:
