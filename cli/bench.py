@@ -6,8 +6,8 @@
     characters in one call (what one call of the service does with 8 or 64 requests), each with every
     character allowed ("free") and with the book's words only ("book"), the two timed in turn;
 (c) the generation service as configured ([generation]: batch, wait, chunk, top-k, top-p, words),
-    warmed as `serve` warms it (split as configured: 8 rows as two half calls on a CPU): one long stream of 3,000 characters, and 8 and 64 concurrent
-    requests of 300 characters.
+    warmed as `serve` warms it (split as configured: 8 rows as two half calls on a CPU): one long
+    stream of 3,000 characters, and 8 and 64 concurrent requests of 300 characters.
 Each figure is also given as a ratio to (a), measured in the same run on the same machine. `goals`
 holds the constraint's cost (book / free, timed in turn) and the service's ratios to the sampler
 alone in the service's words mode, each the median over rounds of a ratio taken at one moment;
@@ -82,7 +82,7 @@ def _rates(fns: dict, chars: int, repeats: int) -> dict:
     return {name: {"chars_per_s": chars / statistics.median(t)} for name, t in times.items()}
 
 
-async def _service(sampler: Sampler, g: GenerationSection, rounds: int) -> dict:
+async def _service(sampler: Sampler, g: GenerationSection, split: bool, rounds: int) -> dict:
     """The service's figures, each round timed right after its reference (the sampler alone, in the
     service's words mode), so that each goal's ratio is taken at one moment of the machine."""
     results, ratios = {}, {}
@@ -92,8 +92,7 @@ async def _service(sampler: Sampler, g: GenerationSection, rounds: int) -> dict:
     eight_rows = lambda: generate(sampler, rows[:8], LENGTH, 0.5, words=g.words)  # noqa: E731
     async with GenerationService(sampler, max_batch=g.max_batch, max_wait_ms=g.max_wait_ms,
                                  chunk_steps=g.chunk_steps, queue_size=max(256, g.queue_size),
-                                 top_k=g.top_k, top_p=g.top_p, words=g.words,
-                                 split=split_by_default(g.split)) as service:
+                                 top_k=g.top_k, top_p=g.top_p, words=g.words, split=split) as service:
         started = time.perf_counter()
         await service.warm()  # every shape, as serve compiles them before it answers
         results["service_warm_s"] = time.perf_counter() - started
@@ -150,7 +149,8 @@ def run(b: Bundle, quick: bool = False, generation: GenerationSection | None = N
     for n in (8, 64):  # what one call does with 8 or 64 requests
         results |= _rates({f"sampler_{n}_rows_one_call_{w}": (lambda w=w, n=n: generate(sampler, rows[:n], LENGTH, 0.5, words=w))
                            for w in modes}, n * LENGTH, repeats)
-    service, paired = asyncio.run(_service(sampler, g, rounds))
+    split = split_by_default(g.split)
+    service, paired = asyncio.run(_service(sampler, g, split, rounds))
     warm_s = service.pop("service_warm_s")
     results |= service
     base = results["notebook_one_stream"]["chars_per_s"]
@@ -176,7 +176,7 @@ def run(b: Bundle, quick: bool = False, generation: GenerationSection | None = N
                                                                   / rate("sampler_64_rows_one_call_free"))
     results["goals"] = {name: round(ratio, 3) for name, ratio in goals.items()}
     results["service"] = {"words": g.words, "top_p": g.top_p, "max_batch": g.max_batch,
-                          "chunk_steps": g.chunk_steps, "max_wait_ms": g.max_wait_ms, "split": split_by_default(g.split),
+                          "chunk_steps": g.chunk_steps, "max_wait_ms": g.max_wait_ms, "split": split,
                           "warm_s": round(warm_s, 2)}
     return results
 

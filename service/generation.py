@@ -11,8 +11,8 @@ compiles them all before the first request.
 On a CPU, a chunk of SPLIT_ROWS rows can run as two half calls side by side (`split`): one call's
 matrix product uses both cores, but the rest of each step (the sampling, the word table) runs on one
 core, and two calls overlap it (docs/performance.md).
-Only the model calls run in the worker's thread (two with split); seed cleaning, text to ids and ids to text happen
-in each request's own coroutine. The worker notes the time at every chunk, and every heartbeat_s
+Only the model calls run in the worker's thread (two with split); seed cleaning, text to ids and
+ids to text happen in each request's own coroutine. The worker notes the time at every chunk, and every heartbeat_s
 while idle (`progress_at`): a worker that is gone or stuck shows (`cervantes health`).
 """
 
@@ -45,8 +45,8 @@ _END = object()  # follows a row's last chunk: its future is done
 MAX_CHUNKS = 5  # while nobody waits, a call runs up to this many times chunk_steps: fewer calls
 # with split, a chunk of this many rows runs as two half calls side by side. Against one call, on a
 # 2-core CPU, two runs (the first an uncommitted script, the second benchmarks/split_calls.py
-# --every-size): 4 rows -2% and -11%, 8 rows +15%
-# and +8%, 16 rows +8% and +9%, 32 rows +2% and +5%, 64 rows -3% and -15%
+# --every-size): 4 rows -2% and -11%, 8 rows +15% and +8%, 16 rows +8% and +9%, 32 rows +2% and
+# +5%, 64 rows -3% and -15%
 SPLIT_ROWS = range(8, 33)
 SPLITS = ("auto", "on", "off")  # [generation] split: "auto" is on where the model runs on a CPU of 2+ cores
 
@@ -400,7 +400,8 @@ class GenerationService:
             for other in errors[1:]:
                 log.error("the other half of the chunk failed too: %r", other)
             if errors:  # a half cancelled on its own (not the worker) must not end the worker
-                raise errors[0] if isinstance(errors[0], Exception) else RuntimeError(f"a model call ended: {errors[0]!r}")
+                first = errors[0]
+                raise first if isinstance(first, Exception) else RuntimeError(f"a model call ended: {first!r}")
         self._counts["chunks"] += 1
         for row in self._active:
             if row.remaining == 0 and not row.future.done():
